@@ -1,0 +1,45 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# dm-rust. Everyday targets:
+#   make            build dm_rust.ko in the lab (sets the lab up on first use)
+#   make demo       set up, build, and run the demonstration in a guest
+#   make check      host tests, then the selftests in a guest booting the lab's kernel
+#   make bench      compare our targets with the kernel's in a guest (not a test)
+#   make KDIR=...   build against any prepared Rust-enabled kernel tree, with the host's toolchain
+# Kbuild builds the module itself (see Kbuild).
+
+KREL ?= 7.3.4+deb13-amd64
+export KREL
+
+ifneq ($(KDIR),)
+# A kernel tree given by the caller: a plain out-of-tree build.
+all:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) modules
+clean:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) clean
+else
+all: module
+
+lab:
+	scripts/lab.sh setup
+
+module: lab
+	scripts/build.sh
+
+clean:
+	rm -rf build target
+endif
+
+demo: module
+	scripts/vm.sh scripts/demo.sh
+
+host-test:
+	scripts/host-test.sh
+
+check: host-test module
+	scripts/run-selftests.sh
+
+bench: module
+	scripts/vm.sh scripts/bench.sh
+
+.PHONY: all lab module clean demo host-test check bench

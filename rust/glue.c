@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * dm-rust C glue: the target types, whose callbacks are Rust functions, and one-line wrappers for
+ * kernel macros and inline functions that Rust cannot call. No logic lives here.
+ */
+#include <linux/module.h>
+#include "dm_rust.h"
+
+#define DM_RUST_TARGET(t)                                      \
+	struct target_type dm_rust_##t##_target = {            \
+		.module = THIS_MODULE,                         \
+		.ctr = dm_rust_##t##_ctr,                      \
+		.dtr = dm_rust_##t##_dtr,                      \
+		.map = dm_rust_##t##_map,                      \
+		.end_io = dm_rust_##t##_end_io,                \
+		.presuspend = dm_rust_##t##_presuspend,        \
+		.postsuspend = dm_rust_##t##_postsuspend,      \
+		.preresume = dm_rust_##t##_preresume,          \
+		.resume = dm_rust_##t##_resume,                \
+		.status = dm_rust_##t##_status,                \
+		.message = dm_rust_##t##_message,              \
+		.iterate_devices = dm_rust_##t##_iterate_devices, \
+		.io_hints = dm_rust_##t##_io_hints,            \
+	}
+
+DM_RUST_TARGET(linear);
+
+void dm_rust_bio_set_dev(struct bio *bio, struct block_device *bdev)
+{
+	bio_set_dev(bio, bdev);
+}
+
+enum req_op dm_rust_bio_op(const struct bio *bio)
+{
+	return bio_op(bio);
+}
+
+sector_t dm_rust_bdev_nr_sectors(struct block_device *bdev)
+{
+	return bdev_nr_sectors(bdev);
+}
+
+unsigned int dm_rust_bdev_logical_block_size(struct block_device *bdev)
+{
+	return bdev_logical_block_size(bdev);
+}
+
+void dm_rust_init_work(struct work_struct *work, work_func_t func)
+{
+	INIT_WORK(work, func);
+}
+
+bool dm_rust_queue_work(struct workqueue_struct *wq, struct work_struct *work)
+{
+	return queue_work(wq, work);
+}
+
+struct workqueue_struct *dm_rust_alloc_workqueue(const char *name, unsigned int flags,
+						 int max_active)
+{
+	return alloc_workqueue("%s", flags, max_active, name);
+}
+
+struct bio_vec dm_rust_bio_iter_iovec(struct bio *bio, struct bvec_iter iter)
+{
+	return bio_iter_iovec(bio, iter);
+}
+
+void dm_rust_bio_advance_iter(struct bio *bio, struct bvec_iter *iter, unsigned int bytes)
+{
+	bio_advance_iter(bio, iter, bytes);
+}
+
+void *dm_rust_kmap_local_page(struct page *page)
+{
+	return kmap_local_page(page);
+}
+
+void dm_rust_kunmap_local(const void *addr)
+{
+	kunmap_local(addr);
+}

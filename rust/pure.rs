@@ -1,0 +1,15 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The module's pure-Rust parts, gathered for host tests (`cargo test`).
+//!
+//! Each file named here is also a module of the kernel crate (`rust/dm_rust.rs`); none of them uses
+//! the kernel crate, allocates, or needs `std`.
+
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+/// Table-line argument parsing.
+#[path = "dm/args.rs"]
+pub mod args;

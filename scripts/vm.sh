@@ -1,0 +1,34 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Boots the lab's Debian kernel in a QEMU guest with virtme-ng and runs a script there as root.
+# The guest's root is the lab's root filesystem (read-only, with tmpfs overlays); this repository
+# is shared read-write at /dm-rust. Software emulation is used unless the CPU shows vmx/svm
+# (nested PVM "KVM" cannot run a stock kernel).
+#
+# Usage: scripts/vm.sh <script relative to the repository> [args...]
+# Environment: VM_MEMORY (default 2G), VM_CPUS (default 2), VM_OVMF=1 to boot through OVMF with
+# the test certificate in db (see scripts/ovmf.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(scripts/lab.sh env)"
+
+[ $# -ge 1 ] || { echo "usage: $0 <script> [args...]" >&2; exit 2; }
+cmd="cd /dm-rust && $(printf '%q ' "$@")"
+
+kvm=--disable-kvm
+if [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then
+	kvm=
+fi
+
+qemu_opts=()
+if [ "${VM_OVMF:-0}" = 1 ]; then
+	vars=$(scripts/ovmf.sh vars)
+	qemu_opts=(--qemu-opts="-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd -drive if=pflash,format=raw,unit=1,file=$vars")
+fi
+
+mkdir -p "$ROOTFS/dm-rust"
+export PATH="$(dirname "$VNG"):$PATH"
+exec "$VNG" $kvm -r "$ROOTFS/boot/vmlinuz-$KREL" --root "$ROOTFS" --busybox "$ROOTFS/usr/bin/busybox" \
+	--user root -m "${VM_MEMORY:-2G}" -p "${VM_CPUS:-2}" --rwdir="/dm-rust=$PWD" \
+	"${qemu_opts[@]}" --exec "$cmd"

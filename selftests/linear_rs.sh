@@ -1,0 +1,152 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# linear-rs: data lands where the table says, stacking, table and status lines, discards,
+# suspend/reload/resume under I/O, deferred remove, and bad tables refused.
+cd "$(dirname "$0")" && . ./lib.sh
+
+# Writes through the mapping at several offsets and finds the data on the backing device.
+test_round_trip_at_offsets() {
+	local loop data off start=2048
+	loop=$(make_loop 32)
+	dmsetup create rs_lin --table "0 32768 linear-rs $loop $start"
+	data=$(random_file 65536)
+	for off in 0 4096 1048576 $((32768 * 512 - 65536)); do
+		write_at /dev/mapper/rs_lin "$off" "$data"
+		read_at /dev/mapper/rs_lin "$off" 65536 | cmp -s - "$data" ||
+			fail "read back through rs_lin differs at $off"
+		read_at "$loop" $((start * 512 + off)) 65536 | cmp -s - "$data" ||
+			fail "data written at $off is not at sector $start + $off/512 of $loop"
+	done
+	# Nothing landed before the mapped area.
+	read_at "$loop" 0 $((start * 512)) | cmp -s - <(head -c $((start * 512)) /dev/zero) ||
+		fail "data written below the target's start"
+}
+
+test_table_and_status() {
+	local loop majmin
+	loop=$(make_loop 8)
+	majmin=$(lsblk -dno MAJ:MIN "$loop" | tr -d ' ')
+	dmsetup create rs_lin --table "0 4096 linear-rs $loop 100"
+	dmsetup table rs_lin
+	[ "$(dmsetup table rs_lin)" = "0 4096 linear-rs $majmin 100" ] || fail "table line differs"
+	[ "$(dmsetup status rs_lin)" = "0 4096 linear-rs " ] || fail "status line: '$(dmsetup status rs_lin)'"
+	[ "$(blockdev --getsz /dev/mapper/rs_lin)" = 4096 ] || fail "device size"
+}
+
+test_stacked() {
+	local loop data
+	loop=$(make_loop 16)
+	dmsetup create rs_lower --table "0 30000 linear-rs $loop 100"
+	dmsetup create rs_upper --table "0 20000 linear-rs /dev/mapper/rs_lower 50"
+	data=$(random_file 131072)
+	write_at /dev/mapper/rs_upper 8192 "$data"
+	read_at "$loop" $(((100 + 50) * 512 + 8192)) 131072 | cmp -s - "$data" ||
+		fail "stacked write not at sector 150 + 16 of the loop device"
+	read_at /dev/mapper/rs_lower $((50 * 512 + 8192)) 131072 | cmp -s - "$data" ||
+		fail "stacked write not visible through the lower device"
+}
+
+test_discard_passes_down() {
+	local loop data
+	loop=$(make_loop 16)
+	dmsetup create rs_lin --table "0 16384 linear-rs $loop 2048"
+	[ "$(cat /sys/block/$(basename "$(readlink -f /dev/mapper/rs_lin)")/queue/discard_max_bytes)" -gt 0 ] ||
+		fail "mapped device does not advertise discards"
+	data=$(random_file 1048576)
+	write_at /dev/mapper/rs_lin 0 "$data"
+	blkdiscard -o 0 -l 1048576 /dev/mapper/rs_lin
+	read_at "$loop" $((2048 * 512)) 1048576 | cmp -s - <(head -c 1048576 /dev/zero) ||
+		fail "discarded range on the loop device still holds data"
+}
+
+test_flush_and_fua_pass() {
+	local loop data
+	loop=$(make_loop 8)
+	dmsetup create rs_lin --table "0 8192 linear-rs $loop 0"
+	data=$(random_file 65536)
+	# O_SYNC writes are FUA or write+flush; both must reach the backing device.
+	dd if="$data" of=/dev/mapper/rs_lin bs=4096 oflag=direct,sync status=none
+	sync /dev/mapper/rs_lin
+	blockdev --flushbufs /dev/mapper/rs_lin
+	read_at "$loop" 0 65536 | cmp -s - "$data" || fail "synchronous write not on the backing device"
+}
+
+# A writer runs while the table is suspended, reloaded and resumed several times; afterwards every
+# byte it wrote must be there.
+test_suspend_reload_resume_under_io() {
+	local loop data writer i majmin
+	loop=$(make_loop 64)
+	majmin=$(lsblk -dno MAJ:MIN "$loop" | tr -d ' ')
+	dmsetup create rs_lin --table "0 65536 linear-rs $loop 0"
+	data=$(random_file $((24 * 1048576)))
+	dd if="$data" of=/dev/mapper/rs_lin bs=65536 oflag=direct status=none &
+	writer=$!
+	for i in 1 2 3 4 5; do
+		dmsetup suspend rs_lin
+		dmsetup reload rs_lin --table "0 65536 linear-rs $majmin 0"
+		dmsetup resume rs_lin
+		sleep 0.3
+	done
+	wait "$writer" || fail "writer failed"
+	read_at /dev/mapper/rs_lin 0 $((24 * 1048576)) | cmp - "$data" || fail "data lost across suspend/reload/resume"
+	[ "$(dmsetup table rs_lin)" = "0 65536 linear-rs $majmin 0" ] || fail "table after reloads"
+}
+
+test_reload_moves_mapping() {
+	local loop data
+	loop=$(make_loop 16)
+	data=$(random_file 65536)
+	write_at "$loop" $((4096 * 512)) "$data"
+	dmsetup create rs_lin --table "0 8192 linear-rs $loop 0"
+	dmsetup reload rs_lin --table "0 8192 linear-rs $loop 4096"
+	read_at /dev/mapper/rs_lin 0 65536 | cmp -s - "$data" && fail "inactive table already live"
+	dmsetup resume rs_lin
+	read_at /dev/mapper/rs_lin 0 65536 | cmp -s - "$data" || fail "new table not live after resume"
+}
+
+test_deferred_remove() {
+	local loop
+	loop=$(make_loop 8)
+	dmsetup create rs_lin --table "0 8192 linear-rs $loop 0"
+	exec 3</dev/mapper/rs_lin
+	dmsetup remove --deferred rs_lin
+	dmsetup info rs_lin >/dev/null 2>&1 || fail "device removed while open"
+	dmsetup info rs_lin | grep -qi 'deferred' || fail "no deferred removal scheduled: $(dmsetup info rs_lin)"
+	exec 3<&-
+	for _ in $(seq 50); do
+		dmsetup info rs_lin >/dev/null 2>&1 || return 0
+		sleep 0.1
+	done
+	fail "device still present after the last close"
+}
+
+test_bad_tables() {
+	local loop size
+	load_module
+	loop=$(make_loop 8)
+	size=$(blockdev --getsz "$loop")
+	expect_table_refused rs_bad "Invalid argument count" "0 100 linear-rs $loop"
+	expect_table_refused rs_bad "Invalid argument count" "0 100 linear-rs $loop 0 extra"
+	expect_table_refused rs_bad "Invalid device sector" "0 100 linear-rs $loop abc"
+	expect_table_refused rs_bad "Invalid device sector" "0 100 linear-rs $loop -1"
+	expect_table_refused rs_bad "Invalid device sector" "0 100 linear-rs $loop 12x"
+	expect_table_refused rs_bad "Invalid device sector" "0 100 linear-rs $loop 99999999999999999999"
+	expect_table_refused rs_bad "Device lookup failed" "0 100 linear-rs /dev/does-not-exist 0"
+	expect_table_refused rs_bad "Device too small" "0 100 linear-rs $loop $((size - 99))"
+	expect_table_refused rs_bad "Device too small" "0 100 linear-rs $loop 18446744073709551615"
+	# And the target still works afterwards.
+	dmsetup create rs_lin --table "0 100 linear-rs $loop $((size - 100))"
+}
+
+load_module
+ktap_plan 9
+run_test round_trip_at_offsets test_round_trip_at_offsets
+run_test table_and_status test_table_and_status
+run_test stacked test_stacked
+run_test discard_passes_down test_discard_passes_down
+run_test flush_and_fua_pass test_flush_and_fua_pass
+run_test suspend_reload_resume_under_io test_suspend_reload_resume_under_io
+run_test reload_moves_mapping test_reload_moves_mapping
+run_test deferred_remove test_deferred_remove
+run_test bad_tables test_bad_tables
+ktap_finish

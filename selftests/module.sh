@@ -1,0 +1,41 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# dm_rust.ko as a module: loading, unloading, the target list, upstream names, refused unload.
+cd "$(dirname "$0")" && . ./lib.sh
+
+test_load_unload() {
+	unload_module
+	load_module
+	grep -q '^dm_rust ' /proc/modules || fail "dm_rust not in /proc/modules after insmod"
+	dmsetup targets | grep -q '^linear-rs ' || fail "linear-rs not registered"
+	unload_module
+	grep -q '^dm_rust ' /proc/modules && fail "dm_rust still loaded after rmmod"
+	dmsetup targets | grep -q '^linear-rs ' && fail "linear-rs still registered after rmmod"
+	load_module
+}
+
+test_targets_listed() {
+	load_module
+	dmsetup targets
+	dmsetup targets | grep -qE '^linear-rs +v1\.0\.0$' || fail "linear-rs v1.0.0 not listed"
+}
+
+test_rmmod_refused_while_used() {
+	local loop
+	load_module
+	loop=$(make_loop 8)
+	dmsetup create rs_busy --table "0 8192 linear-rs $loop 0"
+	if rmmod dm_rust 2>/dev/null; then
+		fail "rmmod succeeded while rs_busy uses linear-rs"
+	fi
+	grep -q '^dm_rust ' /proc/modules || fail "module gone"
+	dmsetup remove rs_busy
+	rmmod dm_rust || fail "rmmod refused after the last device went away"
+	load_module
+}
+
+ktap_plan 3
+run_test load_unload test_load_unload
+run_test targets_listed test_targets_listed
+run_test rmmod_refused_while_used test_rmmod_refused_while_used
+ktap_finish

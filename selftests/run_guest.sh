@@ -1,0 +1,42 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# Runs the dm-rust selftests inside the guest: every TEST_PROGS script of the Makefile (or those
+# named as arguments), then a check that the kernel log has no WARNING, BUG, Oops, panic,
+# lockdep or KASAN report. Prints each script's KTAP, then "N passed, N failed, N skipped".
+# Results also go to $RESULTS (default /dm-rust/build/selftests.result) for the host.
+cd "$(dirname "$0")" || exit 1
+RESULTS=${RESULTS:-/dm-rust/build/selftests.result}
+progs=("$@")
+[ ${#progs[@]} -gt 0 ] || read -ra progs <<<"$(sed -n 's/^TEST_PROGS := //p' Makefile)"
+
+pass=0 failed=0 skipped=0
+count() {
+	local line
+	while IFS= read -r line; do
+		printf '%s\n' "$line"
+		case $line in
+		"ok "*"# SKIP"*) skipped=$((skipped + 1)) ;;
+		"ok "*) pass=$((pass + 1)) ;;
+		"not ok "*) failed=$((failed + 1)) ;;
+		esac
+	done
+}
+
+dmesg -C
+for p in "${progs[@]}"; do
+	echo "# selftest: $p"
+	count < <(timeout 900 "./$p" 2>&1; rc=$?; [ $rc -eq 0 ] || echo "# $p exited with $rc")
+done
+
+echo "# selftest: kernel log"
+bad=$(dmesg | grep -E 'WARNING:|BUG:|Oops|Kernel panic|possible recursive locking|circular locking|KASAN|UBSAN|general protection fault|RIP:' | head -n 20)
+if [ -n "$bad" ]; then
+	printf '# %s\n' "$bad"
+	count <<<"not ok 1 kernel_log_clean"
+else
+	count <<<"ok 1 kernel_log_clean"
+fi
+
+summary="$pass passed, $failed failed, $skipped skipped"
+echo "$summary" >"$RESULTS"
+echo "$summary"

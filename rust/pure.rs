@@ -13,3 +13,12 @@ extern crate std;
 /// Table-line argument parsing.
 #[path = "dm/args.rs"]
 pub mod args;
+
+/// The argument parser under the name the kernel crate also gives it, for modules shared by both.
+pub use args as dm_args;
+
+#[path = "verity/table.rs"]
+pub mod verity_table;
+
+#[path = "verity/tree.rs"]
+pub mod verity_tree;

@@ -16,6 +16,10 @@
 #include <linux/highmem.h>
 #include <linux/security.h>
 #include <linux/workqueue.h>
+#include <linux/key.h>
+#include <linux/reboot.h>
+#include <linux/verification.h>
+#include <keys/user-type.h>
 #include <crypto/hash.h>
 
 /*
@@ -43,6 +47,7 @@
 	void dm_rust_##t##_io_hints(struct dm_target *ti, struct queue_limits *limits);
 
 DM_RUST_DECLARE_TARGET(linear)
+DM_RUST_DECLARE_TARGET(verity)
 
 /* Wrappers for kernel macros and inline functions (rust/glue.c). */
 void dm_rust_bio_set_dev(struct bio *bio, struct block_device *bdev);
@@ -57,6 +62,14 @@ struct bio_vec dm_rust_bio_iter_iovec(struct bio *bio, struct bvec_iter iter);
 void dm_rust_bio_advance_iter(struct bio *bio, struct bvec_iter *iter, unsigned int bytes);
 void *dm_rust_kmap_local_page(struct page *page);
 void dm_rust_kunmap_local(const void *addr);
+void dm_rust_flush_workqueue(struct workqueue_struct *wq);
+int dm_rust_crypto_shash_update(struct shash_desc *desc, const u8 *data, unsigned int len);
+unsigned int dm_rust_crypto_shash_digestsize(struct crypto_shash *tfm);
+unsigned int dm_rust_crypto_shash_descsize(struct crypto_shash *tfm);
+const char *dm_rust_crypto_shash_alg_name(struct crypto_shash *tfm);
+void dm_rust_crypto_free_shash(struct crypto_shash *tfm);
+struct key *dm_rust_request_user_key(const char *description);
+const struct user_key_payload *dm_rust_user_key_payload_locked(const struct key *key);
 
 #ifdef __BINDGEN__
 /* Constants bindgen cannot evaluate from their macros (casts, expressions). */
@@ -69,6 +82,9 @@ const blk_status_t DM_RUST_BLK_STS_NOTSUPP = BLK_STS_NOTSUPP;
 const blk_mode_t DM_RUST_BLK_OPEN_READ = BLK_OPEN_READ;
 const blk_mode_t DM_RUST_BLK_OPEN_WRITE = BLK_OPEN_WRITE;
 const size_t DM_RUST_PAGE_SIZE = PAGE_SIZE;
+const size_t DM_RUST_HASH_MAX_DESCSIZE = HASH_MAX_DESCSIZE;
+const unsigned long DM_RUST_VERIFY_USE_SECONDARY_KEYRING = (unsigned long)VERIFY_USE_SECONDARY_KEYRING;
+const unsigned long DM_RUST_VERIFY_USE_PLATFORM_KEYRING = (unsigned long)VERIFY_USE_PLATFORM_KEYRING;
 #endif
 
 #endif /* DM_RUST_H */

@@ -10,6 +10,11 @@ use kernel::prelude::*;
 mod bindings;
 pub mod dm;
 mod linear;
+mod verity;
+
+/// The pure verity table parser refers to the argument parser under this name, which it also
+/// has in the host test crate (`rust/pure.rs`).
+pub(crate) use dm::args as dm_args;
 
 module! {
     type: DmRust,
@@ -27,6 +32,7 @@ module! {
 
 struct DmRust {
     _linear: dm::Registration<linear::Linear>,
+    _verity: dm::Registration<verity::Verity>,
 }
 
 impl kernel::Module for DmRust {
@@ -35,6 +41,7 @@ impl kernel::Module for DmRust {
         // Each registration unregisters itself when dropped, so a failure below leaves nothing
         // registered.
         let linear = linear::linear_registration(upstream)?;
-        Ok(Self { _linear: linear })
+        let verity = verity::verity_registration(upstream)?;
+        Ok(Self { _linear: linear, _verity: verity })
     }
 }

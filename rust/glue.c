@@ -24,6 +24,7 @@
 	}
 
 DM_RUST_TARGET(linear);
+DM_RUST_TARGET(verity);
 
 void dm_rust_bio_set_dev(struct bio *bio, struct block_device *bdev)
 {
@@ -79,4 +80,44 @@ void *dm_rust_kmap_local_page(struct page *page)
 void dm_rust_kunmap_local(const void *addr)
 {
 	kunmap_local(addr);
+}
+
+void dm_rust_flush_workqueue(struct workqueue_struct *wq)
+{
+	flush_workqueue(wq);
+}
+
+int dm_rust_crypto_shash_update(struct shash_desc *desc, const u8 *data, unsigned int len)
+{
+	return crypto_shash_update(desc, data, len);
+}
+
+unsigned int dm_rust_crypto_shash_digestsize(struct crypto_shash *tfm)
+{
+	return crypto_shash_digestsize(tfm);
+}
+
+unsigned int dm_rust_crypto_shash_descsize(struct crypto_shash *tfm)
+{
+	return crypto_shash_descsize(tfm);
+}
+
+const char *dm_rust_crypto_shash_alg_name(struct crypto_shash *tfm)
+{
+	return crypto_shash_alg_name(tfm);
+}
+
+void dm_rust_crypto_free_shash(struct crypto_shash *tfm)
+{
+	crypto_free_shash(tfm);
+}
+
+struct key *dm_rust_request_user_key(const char *description)
+{
+	return request_key(&key_type_user, description, NULL);
+}
+
+const struct user_key_payload *dm_rust_user_key_payload_locked(const struct key *key)
+{
+	return user_key_payload_locked(key);
 }

@@ -58,14 +58,14 @@ impl Target for Linear {
         MapResult::Remapped
     }
 
-    fn status(&self, kind: StatusType, out: &mut StatusWriter<'_>) {
+    fn status(&self, ti: &Ti, kind: StatusType, out: &mut StatusWriter<'_>) {
         let _ = match kind {
             StatusType::Info => Ok(()),
             StatusType::Table => write!(out, "{} {}", self.dev.name(), self.start),
             StatusType::Ima => write!(
                 out,
                 "target_name={},target_version={}.{}.{},device_name={},start={};",
-                Self::NAME.to_str().unwrap_or(""),
+                ti.type_name(),
                 Self::VERSION[0],
                 Self::VERSION[1],
                 Self::VERSION[2],

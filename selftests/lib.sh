@@ -44,7 +44,8 @@ ktap_finish() {
 
 # Loads dm_rust.ko (after dm-mod) unless it is loaded; extra arguments are module parameters.
 load_module() {
-	modprobe dm-mod
+	# insmod loads no dependencies: device-mapper core and dm-bufio first.
+	modprobe -a dm-mod dm-bufio
 	grep -qw '^dm_rust' /proc/modules && return 0
 	insmod "$DM_RUST_KO" "$@"
 }

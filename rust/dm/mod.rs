@@ -13,9 +13,16 @@
 
 pub mod args;
 pub mod bio;
+pub mod bitmap;
+pub mod bufio;
 pub mod device;
+pub mod hash;
+pub mod io;
+pub mod keys;
 pub mod status;
+pub mod system;
 pub mod target;
+pub mod work;
 
 pub use args::Args;
 pub use bio::Bio;

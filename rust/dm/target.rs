@@ -11,7 +11,9 @@ use kernel::prelude::*;
 use super::args::{ArgError, Args};
 use super::bio::Bio;
 use super::device::{Device, DeviceVisitor, QueueLimits};
+use super::io::{self, DoneIo};
 use super::status::{StatusType, StatusWriter};
+use super::work::Workqueue;
 use crate::bindings;
 
 /// Why a constructor failed: the errno returned to device-mapper and the message it reports
@@ -47,6 +49,10 @@ pub enum MapResult {
     Kill,
     /// Ask device-mapper to requeue the bio (after a suspend, for instance).
     Requeue,
+    /// The bio was remapped; device-mapper submits it, and once the lower device has finished
+    /// it, [`Target::io_done`] runs in process context before the bio completes. Only for
+    /// targets that implement `io_done`.
+    RemappedCompleteInWork,
 }
 
 /// What `end_io` wants device-mapper to do with a completed bio.
@@ -88,6 +94,17 @@ pub trait Target: Sized + Send + Sync {
         EndIo::Done
     }
 
+    /// Finishes, in process context, a bio that `map` returned as
+    /// [`MapResult::RemappedCompleteInWork`]; returns the status the bio completes with.
+    fn io_done(&self, _ti: &Ti, io: &mut DoneIo<'_>) -> u8 {
+        io.lower_status()
+    }
+
+    /// The workqueue `io_done` runs on (default: the system workqueue).
+    fn io_queue(&self) -> Option<&Workqueue> {
+        None
+    }
+
     /// Before the device suspends.
     fn presuspend(&self, _ti: &Ti) {}
 
@@ -103,7 +120,7 @@ pub trait Target: Sized + Send + Sync {
     fn resume(&self, _ti: &Ti) {}
 
     /// Writes the status (`dmsetup status`), the table line (`dmsetup table`) or the IMA record.
-    fn status(&self, _kind: StatusType, _out: &mut StatusWriter<'_>) {}
+    fn status(&self, _ti: &Ti, _kind: StatusType, _out: &mut StatusWriter<'_>) {}
 
     /// Handles `dmsetup message`; may write a reply into `out`.
     fn message(&self, _args: &mut Args<'_>, _out: &mut StatusWriter<'_>) -> Result {
@@ -148,19 +165,73 @@ impl Ti {
         unsafe { (*self.as_raw()).len }
     }
 
+    /// The name the target type is registered under.
+    pub fn type_name(&self) -> &str {
+        // SAFETY: a constructed target's type is registered, with a static name.
+        let name = unsafe { CStr::from_char_ptr((*(*self.as_raw()).type_).name) };
+        name.to_str().unwrap_or("?")
+    }
+
     /// Sector `sector` of the mapped device, relative to the start of this target.
     pub fn offset(&self, sector: u64) -> u64 {
         sector - self.begin()
     }
 
     /// The mapped device's block device (`/dev/dm-N`).
-    pub(crate) fn mapped_bdev(&self) -> *mut bindings::block_device {
+    fn mapped_bdev(&self) -> *mut bindings::block_device {
         // SAFETY: a constructed target belongs to a table, and the table to a mapped device,
         // both of which outlive the target; `dm_disk` returns the device's gendisk.
         unsafe {
             let md = bindings::dm_table_get_md((*self.as_raw()).table);
             (*bindings::dm_disk(md)).part0
         }
+    }
+
+    /// Tells the LSMs (IPE) the dm-verity properties of the mapped device: the root digest and
+    /// its algorithm, and the root hash signature, or its absence, which is also a property.
+    /// On failure the root digest is withdrawn again, so the device carries none.
+    pub fn set_verity_integrity(&self, alg: &CStr, digest: &[u8], sig: Option<&[u8]>) -> Result {
+        let bdev = self.mapped_bdev();
+        let root = bindings::dm_verity_digest {
+            alg: alg.as_char_ptr(),
+            digest: digest.as_ptr(),
+            digest_len: digest.len(),
+        };
+        // SAFETY: `bdev` is the live mapped device; the LSMs copy what they keep of `root`
+        // during the call.
+        kernel::error::to_result(unsafe {
+            bindings::security_bdev_setintegrity(
+                bdev,
+                bindings::lsm_integrity_type_LSM_INT_DMVERITY_ROOTHASH,
+                (&raw const root).cast(),
+                core::mem::size_of_val(&root),
+            )
+        })?;
+        let (sig_ptr, sig_len) = match sig {
+            Some(s) => (s.as_ptr().cast(), s.len()),
+            None => (core::ptr::null(), 0),
+        };
+        // SAFETY: as above; a NULL signature marks the device as unsigned.
+        let r = kernel::error::to_result(unsafe {
+            bindings::security_bdev_setintegrity(
+                bdev,
+                bindings::lsm_integrity_type_LSM_INT_DMVERITY_SIG_VALID,
+                sig_ptr,
+                sig_len,
+            )
+        });
+        if r.is_err() {
+            // SAFETY: as above; NULL withdraws the root digest.
+            unsafe {
+                bindings::security_bdev_setintegrity(
+                    bdev,
+                    bindings::lsm_integrity_type_LSM_INT_DMVERITY_ROOTHASH,
+                    core::ptr::null(),
+                    0,
+                )
+            };
+        }
+        r
     }
 }
 
@@ -185,6 +256,13 @@ impl TargetCtx<'_> {
         // state (which owns it) is dropped in the destructor, while `ti` is still live.
         unsafe { Device::open(self.ti, path, mode) }
             .map_err(|e| CtrError::new(e, c"Device lookup failed"))
+    }
+
+    /// Whether the table is loaded read-only (`dmsetup --readonly`).
+    pub fn read_only(&self) -> bool {
+        // SAFETY: `self.ti` is live and belongs to a table.
+        let mode = unsafe { bindings::dm_table_get_mode((*self.ti).table) };
+        mode & !bindings::DM_RUST_BLK_OPEN_READ == 0
     }
 
     /// Number of empty flush bios device-mapper sends to `map` for each flush.
@@ -218,7 +296,7 @@ impl TargetCtx<'_> {
 ///
 /// `ti` must be a live target whose constructor (`ctr::<T>`) succeeded and whose destructor has
 /// not yet run.
-unsafe fn state<'a, T: Target>(ti: *mut bindings::dm_target) -> &'a T {
+pub(crate) unsafe fn state<'a, T: Target>(ti: *mut bindings::dm_target) -> &'a T {
     // SAFETY: `ctr::<T>` stored a `Pin<KBox<T>>` there, which `dtr::<T>` frees.
     unsafe { &*(*ti).private.cast::<T>() }
 }
@@ -259,6 +337,10 @@ impl<T: Target> Adapter<T> {
         let mut args = Args::new(&argv);
         match T::new(&mut ctx, &mut args) {
             Ok(state) => {
+                if T::HAS_IO_DONE {
+                    // SAFETY: the constructor owns `ti`.
+                    unsafe { (*ti).per_io_data_size = io::PER_IO_SIZE };
+                }
                 // SAFETY: the state is never moved out of the box again: `dtr` frees it in place.
                 let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(state) });
                 // SAFETY: the constructor owns `ti`.
@@ -280,7 +362,12 @@ impl<T: Target> Adapter<T> {
     /// See [`Adapter::ctr`].
     pub unsafe fn dtr(ti: *mut bindings::dm_target) {
         // SAFETY: `private` holds the box `ctr` leaked; the target is going away.
-        drop(unsafe { KBox::from_raw((*ti).private.cast::<T>()) });
+        let t = unsafe { KBox::from_raw((*ti).private.cast::<T>()) };
+        // Work deferred with `work::defer` refers to the target: let it finish first.
+        if let Some(q) = t.io_queue() {
+            q.flush();
+        }
+        drop(t);
     }
 
     /// # Safety
@@ -294,6 +381,14 @@ impl<T: Target> Adapter<T> {
             MapResult::Submitted => bindings::DM_MAPIO_SUBMITTED,
             MapResult::Kill => bindings::DM_MAPIO_KILL,
             MapResult::Requeue => bindings::DM_MAPIO_REQUEUE,
+            MapResult::RemappedCompleteInWork => {
+                if T::HAS_IO_DONE {
+                    // SAFETY: `per_io_data_size` was set for `io_done` in `ctr`; the bio is
+                    // returned as remapped right below.
+                    unsafe { io::hook::<T>(ti.as_raw(), bio.as_raw()) };
+                }
+                bindings::DM_MAPIO_REMAPPED
+            }
         }) as c_int
     }
 
@@ -366,7 +461,7 @@ impl<T: Target> Adapter<T> {
             return;
         };
         // SAFETY: by the contract above.
-        unsafe { state::<T>(ti) }.status(kind, &mut out);
+        unsafe { state::<T>(ti).status(Ti::from_raw(ti), kind, &mut out) };
     }
 
     /// # Safety

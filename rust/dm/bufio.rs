@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! dm-bufio: a cache of metadata blocks of a device, shared by the I/O of a target.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use kernel::error::from_err_ptr;
+use kernel::prelude::*;
+
+use super::device::Device;
+use crate::bindings;
+
+/// A dm-bufio client over one device, which it owns. Each cached block carries a "verified" flag
+/// that starts cleared when the block is read and stays set while it is cached.
+pub struct BufioClient {
+    client: NonNull<bindings::dm_bufio_client>,
+    block_size: usize,
+    // Dropped after `client` (declared after it): the client holds the device's bdev.
+    dev: Device,
+}
+
+// SAFETY: dm-bufio clients lock internally and may be used from any thread.
+unsafe impl Send for BufioClient {}
+// SAFETY: as above.
+unsafe impl Sync for BufioClient {}
+
+/// Initialises the per-buffer flag of a freshly created buffer.
+unsafe extern "C" fn alloc_callback(buf: *mut bindings::dm_buffer) {
+    // SAFETY: dm-bufio calls this with a new buffer whose auxiliary area is one byte (`new`).
+    unsafe { *bindings::dm_bufio_get_aux_data(buf).cast::<u8>() = 0 };
+}
+
+impl BufioClient {
+    /// Creates a client caching `block_size`-byte blocks of `dev`, keeping `reserved` buffers
+    /// for forward progress under memory pressure.
+    pub fn new(dev: Device, block_size: u32, reserved: u32) -> Result<Self> {
+        // SAFETY: `dev` is open and moves into the client, so it outlives it.
+        let c = unsafe {
+            bindings::dm_bufio_client_create(
+                dev.bdev(),
+                block_size,
+                reserved,
+                1,
+                Some(alloc_callback),
+                None,
+                0,
+            )
+        };
+        let c = from_err_ptr(c)?;
+        Ok(Self { client: NonNull::new(c).ok_or(ENOMEM)?, block_size: block_size as usize, dev })
+    }
+
+    fn raw(&self) -> *mut bindings::dm_bufio_client {
+        self.client.as_ptr()
+    }
+
+    /// The device the blocks come from.
+    pub fn device(&self) -> &Device {
+        &self.dev
+    }
+
+    /// Size of the device in blocks.
+    pub fn device_blocks(&self) -> u64 {
+        // SAFETY: the client is live.
+        unsafe { bindings::dm_bufio_get_device_size(self.raw()) }
+    }
+
+    /// Reads block `block` (from the cache or the device; may sleep).
+    pub fn read(&self, block: u64) -> Result<Buffer<'_>> {
+        let mut buf = core::ptr::null_mut();
+        // SAFETY: the client is live; `buf` receives the buffer on success.
+        let data = unsafe { bindings::dm_bufio_read(self.raw(), block, &mut buf) };
+        let data = from_err_ptr(data)?;
+        Ok(Buffer { buf, data: data.cast(), len: self.block_size, _c: self })
+    }
+
+    /// Starts reading `count` blocks from `block` into the cache, without waiting.
+    pub fn prefetch(&self, block: u64, count: u32) {
+        // SAFETY: the client is live; out-of-range blocks fail their read, which is harmless.
+        unsafe { bindings::dm_bufio_prefetch(self.raw(), block, count) };
+    }
+
+    /// Drops every clean cached block (after a suspend, the device may have changed).
+    pub fn reset(&self) {
+        // SAFETY: the client is live.
+        unsafe { bindings::dm_bufio_client_reset(self.raw()) };
+    }
+}
+
+impl Drop for BufioClient {
+    fn drop(&mut self) {
+        // SAFETY: the client is live, and no `Buffer` borrows it any more.
+        unsafe { bindings::dm_bufio_client_destroy(self.raw()) };
+    }
+}
+
+/// A block held in the cache; released when dropped.
+pub struct Buffer<'a> {
+    buf: *mut bindings::dm_buffer,
+    data: *const u8,
+    len: usize,
+    _c: &'a BufioClient,
+}
+
+impl Buffer<'_> {
+    /// The block's bytes.
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: a held buffer's data is `len` bytes that only change while nobody holds it.
+        unsafe { core::slice::from_raw_parts(self.data, self.len) }
+    }
+
+    fn flag(&self) -> &AtomicU8 {
+        // SAFETY: the auxiliary area is the one byte `alloc_callback` initialised; it lives as
+        // long as the buffer and is only accessed atomically.
+        unsafe { AtomicU8::from_ptr(bindings::dm_bufio_get_aux_data(self.buf).cast()) }
+    }
+
+    /// Whether the block was marked verified since it entered the cache.
+    pub fn verified(&self) -> bool {
+        self.flag().load(Ordering::Acquire) != 0
+    }
+
+    /// Marks the block verified for as long as it stays cached.
+    pub fn set_verified(&self) {
+        self.flag().store(1, Ordering::Release);
+    }
+}
+
+impl Drop for Buffer<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `buf` is held by us since `read`.
+        unsafe { bindings::dm_bufio_release(self.buf) };
+    }
+}

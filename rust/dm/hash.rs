@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Synchronous hashes of the kernel crypto API (`crypto_shash`).
+
+use core::mem::{align_of, size_of, MaybeUninit};
+use core::ptr::NonNull;
+
+use kernel::error::{from_err_ptr, to_result};
+use kernel::prelude::*;
+
+use crate::bindings;
+
+/// A hash algorithm instance (`struct crypto_shash`).
+pub struct Shash(NonNull<bindings::crypto_shash>);
+
+// SAFETY: a `crypto_shash` is immutable once set up and may be used by many descriptors at once.
+unsafe impl Send for Shash {}
+// SAFETY: as above.
+unsafe impl Sync for Shash {}
+
+impl Shash {
+    /// Looks up the algorithm `name` (e.g. `sha256`); `ENOENT` when the kernel has none.
+    pub fn new(name: &str) -> Result<Self> {
+        let mut cname = KVec::with_capacity(name.len() + 1, GFP_KERNEL)?;
+        cname.extend_from_slice(name.as_bytes(), GFP_KERNEL)?;
+        cname.push(0, GFP_KERNEL)?;
+        // SAFETY: `cname` is NUL-terminated.
+        let tfm = unsafe { bindings::crypto_alloc_shash(cname.as_ptr().cast(), 0, 0) };
+        let tfm = from_err_ptr(tfm)?;
+        let this = Self(NonNull::new(tfm).ok_or(ENOMEM)?);
+        // The descriptor lives on the stack (`Desc`); every shash fits there by definition.
+        if this.desc_size() > bindings::DM_RUST_HASH_MAX_DESCSIZE {
+            return Err(EINVAL);
+        }
+        Ok(this)
+    }
+
+    fn raw(&self) -> *mut bindings::crypto_shash {
+        self.0.as_ptr()
+    }
+
+    /// Size of a digest in bytes.
+    pub fn digest_size(&self) -> usize {
+        // SAFETY: the tfm is live.
+        unsafe { bindings::dm_rust_crypto_shash_digestsize(self.raw()) as usize }
+    }
+
+    fn desc_size(&self) -> usize {
+        // SAFETY: the tfm is live.
+        unsafe { bindings::dm_rust_crypto_shash_descsize(self.raw()) as usize }
+    }
+
+    /// The algorithm's name (`cra_name`), e.g. `sha256` even when a driver name was asked for.
+    pub fn alg_name(&self) -> &CStr {
+        // SAFETY: the name lives as long as the tfm.
+        unsafe { CStr::from_char_ptr(bindings::dm_rust_crypto_shash_alg_name(self.raw())) }
+    }
+
+    /// A hashing state for this algorithm.
+    pub fn desc(&self) -> Desc<'_> {
+        let mut d = Desc { buf: MaybeUninit::uninit(), tfm: self };
+        // SAFETY: the buffer is large and aligned enough for a `shash_desc` (checked below and
+        // in `new`); only `tfm` must be set before `init`.
+        unsafe { (*d.raw()).tfm = self.raw() };
+        d
+    }
+}
+
+impl Drop for Shash {
+    fn drop(&mut self) {
+        // SAFETY: the tfm is live and no `Desc` borrows it any more.
+        unsafe { bindings::dm_rust_crypto_free_shash(self.raw()) };
+    }
+}
+
+const DESC_BYTES: usize = size_of::<bindings::shash_desc>() + bindings::DM_RUST_HASH_MAX_DESCSIZE;
+
+#[repr(C, align(16))]
+struct DescBuf([u8; DESC_BYTES]);
+
+const _: () = assert!(align_of::<bindings::shash_desc>() <= align_of::<DescBuf>());
+
+/// A hashing state (`struct shash_desc` with its context), on the stack like
+/// `SHASH_DESC_ON_STACK`.
+pub struct Desc<'a> {
+    buf: MaybeUninit<DescBuf>,
+    tfm: &'a Shash,
+}
+
+impl Desc<'_> {
+    fn raw(&mut self) -> *mut bindings::shash_desc {
+        self.buf.as_mut_ptr().cast()
+    }
+
+    /// Starts a new hash.
+    pub fn init(&mut self) -> Result {
+        // SAFETY: the descriptor's `tfm` is set (`Shash::desc`) and its context has room.
+        to_result(unsafe { bindings::crypto_shash_init(self.raw()) })
+    }
+
+    /// Hashes `data`.
+    pub fn update(&mut self, data: &[u8]) -> Result {
+        let len = u32::try_from(data.len()).map_err(|_| EINVAL)?;
+        // SAFETY: `init` ran (the crypto API checks nothing, callers follow init/update/final);
+        // `data` is readable for `len` bytes.
+        to_result(unsafe { bindings::dm_rust_crypto_shash_update(self.raw(), data.as_ptr(), len) })
+    }
+
+    /// Hashes `data` and writes the digest into `out`, which must hold a whole digest.
+    pub fn finup(&mut self, data: &[u8], out: &mut [u8]) -> Result {
+        if out.len() < self.tfm.digest_size() {
+            return Err(EINVAL);
+        }
+        let len = u32::try_from(data.len()).map_err(|_| EINVAL)?;
+        // SAFETY: as for `update`; `out` has room for a digest.
+        to_result(unsafe {
+            bindings::crypto_shash_finup(self.raw(), data.as_ptr(), len, out.as_mut_ptr())
+        })
+    }
+}

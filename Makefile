@@ -6,6 +6,7 @@
 #   make check      host tests, then the selftests in a guest booting the lab's kernel
 #   make bench      compare our targets with the kernel's in a guest (not a test)
 #   make KDIR=...   build against any prepared Rust-enabled kernel tree, with the host's toolchain
+#   make install    install build/dm_rust.ko for $(KREL) and the modprobe.d snippet (DESTDIR-aware)
 # Kbuild builds the module itself (see Kbuild).
 
 KREL ?= 7.3.4+deb13-amd64
@@ -30,6 +31,11 @@ clean:
 	rm -rf build target
 endif
 
+install:
+	install -D -m 0644 $(firstword $(wildcard build/dm_rust.ko dm_rust.ko)) $(DESTDIR)/lib/modules/$(KREL)/updates/dm_rust.ko
+	install -D -m 0644 packaging/dm-rust.conf $(DESTDIR)/etc/modprobe.d/dm-rust.conf
+	[ -n "$(DESTDIR)" ] || depmod -a $(KREL)
+
 demo: module
 	scripts/vm.sh scripts/demo.sh
 
@@ -42,4 +48,4 @@ check: host-test module
 bench: module
 	scripts/vm.sh scripts/bench.sh
 
-.PHONY: all lab module clean demo host-test check bench
+.PHONY: all lab module clean install demo host-test check bench

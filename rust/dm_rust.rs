@@ -10,7 +10,7 @@ use kernel::prelude::*;
 mod bindings;
 pub mod dm;
 mod linear;
-mod verity;
+pub mod verity;
 
 /// The pure verity table parser refers to the argument parser under this name, which it also
 /// has in the host test crate (`rust/pure.rs`).

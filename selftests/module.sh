@@ -18,6 +18,35 @@ test_targets_listed() {
 	load_module
 	dmsetup targets
 	dmsetup targets | grep -qE '^linear-rs +v1\.0\.0$' || fail "linear-rs v1.0.0 not listed"
+	dmsetup targets | grep -qE '^verity-rs +v1\.13\.0$' || fail "verity-rs v1.13.0 not listed"
+}
+
+test_upstream_names() {
+	unload_module
+	modprobe -r dm-verity 2>/dev/null || true
+	load_module upstream_names=1
+	dmsetup targets | grep -qE '^verity +v1\.13\.0$' || fail "verity not registered under its upstream name"
+	dmsetup targets | grep -q '^verity-rs ' && fail "verity-rs registered as well"
+	dmsetup targets | grep -q '^linear-rs ' || fail "linear-rs missing (it has no upstream name)"
+	unload_module
+	load_module
+}
+
+# A name clash fails the load cleanly: the kernel's dm-verity holds "verity".
+test_registration_clash() {
+	local mark="dm-rust selftest: clash $RANDOM"
+	unload_module
+	modprobe --ignore-install dm-verity || skip "the kernel's dm-verity module is not available"
+	echo "$mark" >/dev/kmsg
+	if load_module upstream_names=1 2>/dev/null; then
+		fail "dm_rust loaded although 'verity' is taken"
+	fi
+	grep -q '^dm_rust ' /proc/modules && fail "dm_rust loaded"
+	dmsetup targets | grep -q -- '-rs ' && fail "targets left registered: $(dmsetup targets)"
+	dmesg | sed -n "/$mark/,\$p" | grep -q "cannot register target 'verity'" ||
+		fail "no log line naming the clash"
+	modprobe -r dm-verity
+	load_module
 }
 
 test_rmmod_refused_while_used() {
@@ -34,8 +63,10 @@ test_rmmod_refused_while_used() {
 	load_module
 }
 
-ktap_plan 3
+ktap_plan 5
 run_test load_unload test_load_unload
 run_test targets_listed test_targets_listed
+run_test upstream_names test_upstream_names
+run_test registration_clash test_registration_clash
 run_test rmmod_refused_while_used test_rmmod_refused_while_used
 ktap_finish

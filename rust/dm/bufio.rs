@@ -81,6 +81,12 @@ impl BufioClient {
         unsafe { bindings::dm_bufio_prefetch(self.raw(), block, count) };
     }
 
+    /// Drops block `block` from the cache (it must not be held).
+    pub fn forget(&self, block: u64) {
+        // SAFETY: the client is live; forgetting an uncached block does nothing.
+        unsafe { bindings::dm_bufio_forget(self.raw(), block) };
+    }
+
     /// Drops every clean cached block (after a suspend, the device may have changed).
     pub fn reset(&self) {
         // SAFETY: the client is live.

@@ -96,6 +96,8 @@ pub(crate) struct Verity {
     wq: Workqueue,
     /// The hash device's blocks (owns the hash device).
     hashes: BufioClient,
+    /// Data blocks read again, away from the bio's pages, when their digest did not match.
+    recheck: BufioClient,
     data_dev: Device,
     tfm: Shash,
     geo: Geometry,
@@ -211,7 +213,7 @@ impl Verity {
         }
         let mut real = [0u8; MAX_DIGEST_SIZE];
         self.hash(data, &mut real[..ds])?;
-        if real[..ds] == want[..ds] {
+        if real[..ds] == want[..ds] || self.recheck(block, data, &want[..ds]) {
             if let Some(v) = &self.validated {
                 v.set(block);
             }
@@ -221,6 +223,23 @@ impl Verity {
         } else {
             Ok(())
         }
+    }
+
+    /// Reads data block `block` again into memory of our own and checks it there; if it matches
+    /// `want`, copies it into `data` and returns true. A read buffer can be user memory that
+    /// changes while we hash it (direct I/O): such a mismatch is not corruption.
+    fn recheck(&self, block: u64, data: &mut [u8], want: &[u8]) -> bool {
+        let Ok(buf) = self.recheck.read(block) else {
+            return false;
+        };
+        let mut real = [0u8; MAX_DIGEST_SIZE];
+        let ok = self.hash(buf.data(), &mut real[..want.len()]).is_ok() && real[..want.len()] == *want;
+        if ok {
+            data.copy_from_slice(buf.data());
+        }
+        drop(buf);
+        self.recheck.forget(block);
+        ok
     }
 
     /// An I/O error (not a mismatch) on a read: apply `restart_on_error`/`panic_on_error`.
@@ -332,6 +351,11 @@ impl Target for Verity {
 
         let hashes = BufioClient::new(hash_dev, t.hash_block_size(), 1)
             .map_err(|e| CtrError::new(e, c"Cannot initialize dm-bufio"))?;
+        let recheck_dev = ctx
+            .get_device(t.data_dev())
+            .map_err(|e| CtrError::new(e.errno, c"Data device lookup failed"))?;
+        let recheck = BufioClient::new(recheck_dev, t.data_block_size(), 1)
+            .map_err(|e| CtrError::new(e, c"Cannot initialize dm-bufio"))?;
         if hashes.device_blocks() < geo.hash_end() {
             return Err(CtrError::new(E2BIG, c"Hash device is too small"));
         }
@@ -357,6 +381,7 @@ impl Target for Verity {
         let mut v = Self {
             wq,
             hashes,
+            recheck,
             data_dev,
             tfm,
             geo,

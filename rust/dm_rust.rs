@@ -42,6 +42,9 @@ impl kernel::Module for DmRust {
         // registered.
         let linear = linear::linear_registration(upstream)?;
         let verity = verity::verity_registration(upstream)?;
-        Ok(Self { _linear: linear, _verity: verity })
+        Ok(Self {
+            _linear: linear,
+            _verity: verity,
+        })
     }
 }

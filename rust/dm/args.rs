@@ -148,7 +148,10 @@ mod tests {
     #[test]
     fn group_errors() {
         let argv: [&[u8]; 2] = [b"3", b"x"];
-        assert!(Args::new(&argv).group(10, E).is_err(), "count larger than what follows");
+        assert!(
+            Args::new(&argv).group(10, E).is_err(),
+            "count larger than what follows"
+        );
         let argv: [&[u8]; 2] = [b"1", b"x"];
         assert!(Args::new(&argv).group(0, E).is_err(), "count above max");
         let argv: [&[u8]; 1] = [b"x"];

@@ -27,7 +27,8 @@ impl AtomicBitmap {
 
     /// Whether bit `i` is set (false past the end).
     pub fn test(&self, i: u64) -> bool {
-        i < self.len && self.words[(i / BITS) as usize].load(Ordering::Relaxed) & (1 << (i % BITS)) != 0
+        i < self.len
+            && self.words[(i / BITS) as usize].load(Ordering::Relaxed) & (1 << (i % BITS)) != 0
     }
 
     /// Sets bit `i` (ignored past the end).

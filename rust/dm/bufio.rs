@@ -48,7 +48,11 @@ impl BufioClient {
             )
         };
         let c = from_err_ptr(c)?;
-        Ok(Self { client: NonNull::new(c).ok_or(ENOMEM)?, block_size: block_size as usize, dev })
+        Ok(Self {
+            client: NonNull::new(c).ok_or(ENOMEM)?,
+            block_size: block_size as usize,
+            dev,
+        })
     }
 
     fn raw(&self) -> *mut bindings::dm_bufio_client {
@@ -72,7 +76,12 @@ impl BufioClient {
         // SAFETY: the client is live; `buf` receives the buffer on success.
         let data = unsafe { bindings::dm_bufio_read(self.raw(), block, &mut buf) };
         let data = from_err_ptr(data)?;
-        Ok(Buffer { buf, data: data.cast(), len: self.block_size, _c: self })
+        Ok(Buffer {
+            buf,
+            data: data.cast(),
+            len: self.block_size,
+            _c: self,
+        })
     }
 
     /// Starts reading `count` blocks from `block` into the cache, without waiting.
@@ -117,8 +126,8 @@ impl Buffer<'_> {
     }
 
     fn flag(&self) -> &AtomicU8 {
-        // SAFETY: the auxiliary area is the one byte `alloc_callback` initialised; it lives as
-        // long as the buffer and is only accessed atomically.
+        // The auxiliary area is the one byte `alloc_callback` initialised, as long-lived as the
+        // buffer. SAFETY: valid, aligned (u8) and only ever accessed atomically.
         unsafe { AtomicU8::from_ptr(bindings::dm_bufio_get_aux_data(self.buf).cast()) }
     }
 

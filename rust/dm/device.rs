@@ -98,7 +98,12 @@ impl DeviceVisitor<'_> {
         f: bindings::iterate_devices_callout_fn,
         data: *mut c_void,
     ) -> Self {
-        Self { ti, f, data, _p: PhantomData }
+        Self {
+            ti,
+            f,
+            data,
+            _p: PhantomData,
+        }
     }
 
     /// Reports that the target uses `len` sectors of `dev` from sector `start`. A non-zero
@@ -123,7 +128,8 @@ impl QueueLimits<'_> {
     /// `l` must be valid and not otherwise accessed for the lifetime of the result.
     pub(crate) unsafe fn from_raw(l: *mut bindings::queue_limits) -> Self {
         // SAFETY: by the contract above.
-        Self { l: unsafe { &mut *l } }
+        let l = unsafe { &mut *l };
+        Self { l }
     }
 
     /// Current logical block size.

@@ -58,9 +58,12 @@ impl Shash {
 
     /// A hashing state for this algorithm.
     pub fn desc(&self) -> Desc<'_> {
-        let mut d = Desc { buf: MaybeUninit::uninit(), tfm: self };
-        // SAFETY: the buffer is large and aligned enough for a `shash_desc` (checked below and
-        // in `new`); only `tfm` must be set before `init`.
+        let mut d = Desc {
+            buf: MaybeUninit::uninit(),
+            tfm: self,
+        };
+        // Only `tfm` must be set before `init`.
+        // SAFETY: the buffer is large and aligned enough for a `shash_desc` (`DescBuf`, `new`).
         unsafe { (*d.raw()).tfm = self.raw() };
         d
     }
@@ -101,8 +104,7 @@ impl Desc<'_> {
     /// Hashes `data`.
     pub fn update(&mut self, data: &[u8]) -> Result {
         let len = u32::try_from(data.len()).map_err(|_| EINVAL)?;
-        // SAFETY: `init` ran (the crypto API checks nothing, callers follow init/update/final);
-        // `data` is readable for `len` bytes.
+        // SAFETY: the descriptor is set up (`desc`); `data` is readable for `len` bytes.
         to_result(unsafe { bindings::dm_rust_crypto_shash_update(self.raw(), data.as_ptr(), len) })
     }
 

@@ -52,8 +52,8 @@ pub(crate) unsafe fn hook<T: Target>(ti: *mut bindings::dm_target, bio: *mut bin
 
 /// The lower device finished the bio (any context): queue the work.
 unsafe extern "C" fn end_io<T: Target>(bio: *mut bindings::bio) {
-    // SAFETY: `hook` set `bi_private` to the header in this bio's per-bio data, and the target
-    // stays alive while one of its bios is in flight.
+    // `hook` set `bi_private` to the header in this bio's per-bio data.
+    // SAFETY: so `hdr` is valid, and the target stays alive while one of its bios is in flight.
     unsafe {
         let hdr = (*bio).bi_private.cast::<IoHeader>();
         bindings::dm_rust_init_work(&mut (*hdr).work, Some(work::<T>));
@@ -72,7 +72,11 @@ unsafe extern "C" fn work<T: Target>(w: *mut bindings::work_struct) {
         let hdr = w.cast::<IoHeader>();
         let ti = (*hdr).ti;
         let bio = bindings::dm_bio_from_per_bio_data(hdr.cast(), PER_IO_SIZE as usize);
-        let mut io = DoneIo { bio, hdr, _p: PhantomData };
+        let mut io = DoneIo {
+            bio,
+            hdr,
+            _p: PhantomData,
+        };
         let status = state::<T>(ti).io_done(Ti::from_raw(ti), &mut io);
         (*bio).bi_end_io = (*hdr).orig_end_io;
         (*bio).bi_private = (*hdr).orig_private;
@@ -137,8 +141,8 @@ impl DoneIo<'_> {
             if bv.bv_len < block_size {
                 return Err(BlockError::Unaligned);
             }
-            // SAFETY: the segment's page is part of the bio; it is mapped for the call only and
-            // `bv_offset + block_size <= bv_offset + bv_len` stays in the page.
+            // The page is mapped for the call only; `bv_offset + block_size` stays in the page.
+            // SAFETY: the segment's page is part of the bio, which is ours until it completes.
             let r = unsafe {
                 let base = bindings::dm_rust_kmap_local_page(bv.bv_page).cast::<u8>();
                 let block = core::slice::from_raw_parts_mut(

@@ -24,10 +24,12 @@ pub fn user_key_payload(description: &[u8]) -> Result<KVec<u8>> {
         } else {
             let data = (*payload).data.as_ptr();
             let len = usize::from((*payload).datalen);
-            KVec::from_elem(0u8, len, GFP_KERNEL).map(|mut v| {
-                core::ptr::copy_nonoverlapping(data.cast::<u8>(), v.as_mut_ptr(), len);
-                v
-            }).map_err(Error::from)
+            KVec::from_elem(0u8, len, GFP_KERNEL)
+                .map(|mut v| {
+                    core::ptr::copy_nonoverlapping(data.cast::<u8>(), v.as_mut_ptr(), len);
+                    v
+                })
+                .map_err(Error::from)
         };
         bindings::up_read(&mut (*key).sem);
         bindings::key_put(key);
@@ -40,8 +42,8 @@ pub fn user_key_payload(description: &[u8]) -> Result<KVec<u8>> {
 /// and then the platform keyring (UEFI db), as dm-verity does.
 pub fn verify_pkcs7(data: &[u8], sig: &[u8]) -> Result {
     let check = |keyring: usize| {
-        // SAFETY: both buffers are readable for their lengths; the keyring is one of the
-        // special values `verify_pkcs7_signature` accepts.
+        // The keyring is one of the special values `verify_pkcs7_signature` accepts.
+        // SAFETY: both buffers are readable for their lengths.
         to_result(unsafe {
             bindings::verify_pkcs7_signature(
                 data.as_ptr().cast(),

@@ -50,7 +50,12 @@ impl StatusWriter<'_> {
             // SAFETY: `buf` has room for `maxlen > 0` bytes.
             unsafe { *buf = 0 };
         }
-        Self { buf: buf.cast(), len: 0, cap, _p: PhantomData }
+        Self {
+            buf: buf.cast(),
+            len: 0,
+            cap,
+            _p: PhantomData,
+        }
     }
 
     /// Bytes written so far.
@@ -70,8 +75,8 @@ impl fmt::Write for StatusWriter<'_> {
         let room = self.cap.saturating_sub(self.len + 1);
         let n = s.len().min(room);
         if n > 0 {
-            // SAFETY: `len + n < cap`, so the copy and the terminator stay inside the buffer,
-            // which `s` cannot overlap (it is device-mapper's own allocation).
+            // `s` cannot overlap the buffer, which is device-mapper's own allocation.
+            // SAFETY: `len + n < cap`: the copy and the terminator stay inside the buffer.
             unsafe {
                 core::ptr::copy_nonoverlapping(s.as_ptr(), self.buf.add(self.len), n);
                 *self.buf.add(self.len + n) = 0;

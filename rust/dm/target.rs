@@ -179,8 +179,8 @@ impl Ti {
 
     /// The mapped device's block device (`/dev/dm-N`).
     fn mapped_bdev(&self) -> *mut bindings::block_device {
-        // SAFETY: a constructed target belongs to a table, and the table to a mapped device,
-        // both of which outlive the target; `dm_disk` returns the device's gendisk.
+        // A constructed target belongs to a table, and the table to a mapped device.
+        // SAFETY: both outlive the target; `dm_disk` returns the device's live gendisk.
         unsafe {
             let md = bindings::dm_table_get_md((*self.as_raw()).table);
             (*bindings::dm_disk(md)).part0
@@ -197,8 +197,8 @@ impl Ti {
             digest: digest.as_ptr(),
             digest_len: digest.len(),
         };
-        // SAFETY: `bdev` is the live mapped device; the LSMs copy what they keep of `root`
-        // during the call.
+        // The LSMs copy what they keep of `root` during the call.
+        // SAFETY: `bdev` is the live mapped device; `root` points to valid memory.
         kernel::error::to_result(unsafe {
             bindings::security_bdev_setintegrity(
                 bdev,
@@ -252,8 +252,9 @@ impl TargetCtx<'_> {
     pub fn get_device(&mut self, path: &[u8]) -> Result<Device, CtrError> {
         // SAFETY: `self.ti` is live and is being constructed, so it belongs to a table.
         let mode = unsafe { bindings::dm_table_get_mode((*self.ti).table) };
-        // SAFETY: as above; `Device` releases the device in `Drop`, which happens when the target
-        // state (which owns it) is dropped in the destructor, while `ti` is still live.
+        // `Device` releases the device in `Drop`, when the target state owning it is dropped by
+        // the destructor, while `ti` is still live.
+        // SAFETY: `self.ti` is a target under construction.
         unsafe { Device::open(self.ti, path, mode) }
             .map_err(|e| CtrError::new(e, c"Device lookup failed"))
     }
@@ -328,7 +329,10 @@ impl<T: Target> Adapter<T> {
     /// strings. Same for the other callbacks below, which device-mapper calls only between a
     /// successful `ctr` and `dtr`.
     pub unsafe fn ctr(ti: *mut bindings::dm_target, argc: c_uint, argv: *mut *mut c_char) -> c_int {
-        let mut ctx = TargetCtx { ti, _p: PhantomData };
+        let mut ctx = TargetCtx {
+            ti,
+            _p: PhantomData,
+        };
         // SAFETY: by the contract above.
         let argv = match unsafe { collect_args(argc, argv) } {
             Ok(v) => v,
@@ -383,8 +387,8 @@ impl<T: Target> Adapter<T> {
             MapResult::Requeue => bindings::DM_MAPIO_REQUEUE,
             MapResult::RemappedCompleteInWork => {
                 if T::HAS_IO_DONE {
-                    // SAFETY: `per_io_data_size` was set for `io_done` in `ctr`; the bio is
-                    // returned as remapped right below.
+                    // The bio is returned as remapped right below.
+                    // SAFETY: `per_io_data_size` was set for `io_done` in `ctr`.
                     unsafe { io::hook::<T>(ti.as_raw(), bio.as_raw()) };
                 }
                 bindings::DM_MAPIO_REMAPPED
@@ -400,8 +404,8 @@ impl<T: Target> Adapter<T> {
         bio: *mut bindings::bio,
         error: *mut bindings::blk_status_t,
     ) -> c_int {
-        // SAFETY: by the contract above.
         let (t, ti, bio, status) =
+            // SAFETY: by the contract above.
             unsafe { (state::<T>(ti), Ti::from_raw(ti), Bio::from_raw(bio), &mut *error) };
         (match t.end_io(ti, bio, status) {
             EndIo::Done => bindings::DM_ENDIO_DONE,
@@ -603,8 +607,7 @@ macro_rules! declare_target {
             pub(crate) fn [<$name _registration>](
                 upstream_names: bool,
             ) -> ::kernel::error::Result<$crate::dm::Registration<$ty>> {
-                // SAFETY: `dm_rust_<name>_target` is the C structure whose callbacks are the
-                // functions above, and nothing else refers to it.
+                // SAFETY: the C structure's callbacks are the functions above; nobody else uses it.
                 unsafe {
                     $crate::dm::Registration::<$ty>::new(
                         &raw mut $crate::bindings::[<dm_rust_ $name _target>],
@@ -674,20 +677,24 @@ impl<T: Target> Registration<T> {
         let r = unsafe { bindings::dm_register_target(tt) };
         if r != 0 {
             pr_err!(
-                "cannot register target '{}' (error {}): is a target of that name already loaded?\n",
+                "cannot register target '{}' (error {}): a target of that name is loaded\n",
                 name.to_str().unwrap_or("?"),
                 r
             );
             return Err(Error::from_errno(r));
         }
-        Ok(Self { tt, _p: PhantomData })
+        Ok(Self {
+            tt,
+            _p: PhantomData,
+        })
     }
 }
 
 impl<T: Target> Drop for Registration<T> {
     fn drop(&mut self) {
-        // SAFETY: `tt` was registered by `new`. Device-mapper holds a module reference for every
-        // table using the type, so no target of it exists when the module unloads.
+        // Device-mapper holds a module reference for every table using the type, so no target
+        // of it exists when the module unloads.
+        // SAFETY: `tt` was registered by `new`.
         unsafe { bindings::dm_unregister_target(self.tt) };
     }
 }

@@ -31,8 +31,9 @@ pub mod flags {
 impl Workqueue {
     /// Allocates a workqueue named `name` (shown in `ps`).
     pub fn new(name: &'static CStr, flags: u32, max_active: i32) -> Result<Self> {
+        let name = name.as_char_ptr();
         // SAFETY: `name` is a static C string; the glue formats it with "%s".
-        let wq = unsafe { bindings::dm_rust_alloc_workqueue(name.as_char_ptr(), flags, max_active) };
+        let wq = unsafe { bindings::dm_rust_alloc_workqueue(name, flags, max_active) };
         NonNull::new(wq).map(Self).ok_or(ENOMEM)
     }
 
@@ -49,8 +50,8 @@ impl Workqueue {
 
 impl Drop for Workqueue {
     fn drop(&mut self) {
+        // `destroy_workqueue` drains the queue first.
         // SAFETY: the workqueue is live and nothing can queue on it any more (we own it).
-        // `destroy_workqueue` drains it first.
         unsafe { bindings::destroy_workqueue(self.as_raw()) };
     }
 }
@@ -73,8 +74,8 @@ struct Deferred<T: Defer> {
 }
 
 unsafe extern "C" fn run_deferred<T: Defer>(w: *mut bindings::work_struct) {
-    // SAFETY: `w` is the first field of a `Deferred<T>` boxed by `defer` (`repr(C)`), and the
-    // target is alive: its destructor flushes its queue before dropping it (`Adapter::dtr`).
+    // The target is alive: its destructor flushes its queue before dropping it (`Adapter::dtr`).
+    // SAFETY: `w` is the first field of a `Deferred<T>` boxed by `defer` (`repr(C)`).
     unsafe {
         let d = KBox::from_raw(w.cast::<Deferred<T>>());
         let Deferred { ti, item, .. } = KBox::into_inner(d);
@@ -96,9 +97,9 @@ pub fn defer<T: Defer>(t: &T, ti: &Ti, item: T::Item) -> Result {
         GFP_NOWAIT | __GFP_NOWARN,
     )?;
     let raw = KBox::into_raw(d);
-    // SAFETY: `raw` is a live, uniquely owned `Deferred<T>`; ownership passes to the work item,
-    // which `run_deferred::<T>` frees. The queue belongs to the target, which flushes it before
-    // it goes away.
+    // Ownership passes to the work item, which `run_deferred::<T>` frees. The queue belongs to
+    // the target, which flushes it before it goes away.
+    // SAFETY: `raw` is a live, uniquely owned `Deferred<T>`.
     unsafe {
         bindings::dm_rust_init_work(&mut (*raw).work, Some(run_deferred::<T>));
         bindings::dm_rust_queue_work(wq.as_raw(), &mut (*raw).work);

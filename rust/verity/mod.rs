@@ -31,8 +31,8 @@ use crate::dm::hash::{Desc, Shash};
 use crate::dm::io::{BlockError, DoneIo};
 use crate::dm::work::{self, Defer, Workqueue};
 use crate::dm::{
-    keys, system, Args, Bio, CtrError, Device, DeviceVisitor, MapResult, StatusType,
-    StatusWriter, Target, TargetCtx, Ti,
+    keys, system, Args, Bio, CtrError, Device, DeviceVisitor, MapResult, StatusType, StatusWriter,
+    Target, TargetCtx, Ti,
 };
 use table::{CorruptionMode, IoErrorMode, VerityTable, MAX_DIGEST_SIZE};
 use tree::{Digest, Geometry, HashError};
@@ -155,7 +155,12 @@ impl Verity {
         let repeat = self.last_logged.swap(block, Ordering::Relaxed) == block;
         if n < MAX_CORRUPTED_ERRS && !repeat && system::log_ratelimited() {
             self.corrupted_errs.fetch_add(1, Ordering::Relaxed);
-            pr_err!("{}: {} block {} is corrupted\n", self.data_dev.name(), kind, block);
+            pr_err!(
+                "{}: {} block {} is corrupted\n",
+                self.data_dev.name(),
+                kind,
+                block
+            );
             if n + 1 == MAX_CORRUPTED_ERRS {
                 pr_err!("{}: reached maximum errors\n", self.data_dev.name());
             }
@@ -233,7 +238,8 @@ impl Verity {
             return false;
         };
         let mut real = [0u8; MAX_DIGEST_SIZE];
-        let ok = self.hash(buf.data(), &mut real[..want.len()]).is_ok() && real[..want.len()] == *want;
+        let ok =
+            self.hash(buf.data(), &mut real[..want.len()]).is_ok() && real[..want.len()] == *want;
         if ok {
             data.copy_from_slice(buf.data());
         }
@@ -270,9 +276,10 @@ impl Defer for Verity {
         let levels = self.geo.levels();
         let last = p.block + p.count - 1;
         for level in (0..levels.saturating_sub(1)).rev() {
-            let (Some((mut start, _)), Some((mut end, _))) =
-                (self.geo.digest_position(p.block, level), self.geo.digest_position(last, level))
-            else {
+            let (Some((mut start, _)), Some((mut end, _))) = (
+                self.geo.digest_position(p.block, level),
+                self.geo.digest_position(last, level),
+            ) else {
                 return;
             };
             if level == 0 {
@@ -361,7 +368,8 @@ impl Target for Verity {
         }
 
         let mut salt = KVec::new();
-        salt.extend_from_slice(t.salt(), GFP_KERNEL).map_err(nomem)?;
+        salt.extend_from_slice(t.salt(), GFP_KERNEL)
+            .map_err(nomem)?;
 
         let validated = if t.check_at_most_once() {
             Some(AtomicBitmap::new(t.data_blocks()).map_err(|e| {

@@ -3,8 +3,9 @@
 #
 # Guest side of `make bench` (not a test): one verity image, read through our verity-rs and
 # through the kernel's dm-verity in the same guest, with direct I/O and a fresh device (cold
-# hash cache) for every run. Prints MB/s for each and the ratio ours/kernel; also writes
-# build/bench.txt. Runs are alternated and the median of BENCH_RUNS is reported.
+# hash cache) for every run; and the same reads through linear-rs and the kernel's linear.
+# Prints MB/s for each and the ratio ours/kernel; also writes build/bench.txt. Runs are
+# alternated and the median of BENCH_RUNS is reported.
 set -euo pipefail
 cd /dm-rust
 RUNS=${BENCH_RUNS:-3}
@@ -27,9 +28,13 @@ veritysetup close bench_probe
 
 # mbps <target> <fio args...>: bandwidth in MB/s of one fio run on a fresh device.
 mbps() {
-	local target=$1 bw
+	local target=$1 bw t
 	shift
-	dmsetup create --readonly bench_dev --table "${table/ verity / $target }"
+	case $target in
+	linear*) t="0 $((SIZE_MB * 2048)) $target $data 0" ;;
+	*) t=${table/ verity / $target } ;;
+	esac
+	dmsetup create --readonly bench_dev --table "$t"
 	bw=$(fio --name=b --filename=/dev/mapper/bench_dev --direct=1 --ioengine=psync \
 		--output-format=terse --terse-version=3 "$@" | cut -d';' -f7)
 	dmsetup remove bench_dev
@@ -40,29 +45,36 @@ mbps() {
 median() { tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 declare -A res
-for test in seq rand; do
-	case $test in
-	seq) args=(--rw=read --bs=1M --size=${SIZE_MB}M) ;;
-	rand) args=(--rw=randread --bs=4k --size=${SIZE_MB}M --time_based --runtime=$RAND_SECONDS --randrepeat=1) ;;
-	esac
-	ours="" kern=""
-	for _ in $(seq "$RUNS"); do
-		ours+=" $(mbps verity-rs "${args[@]}")"
-		kern+=" $(mbps verity "${args[@]}")"
+for pair in "verity-rs verity" "linear-rs linear"; do
+	read -r mine theirs <<<"$pair"
+	for test in seq rand; do
+		case $test in
+		seq) args=(--rw=read --bs=1M --size=${SIZE_MB}M) ;;
+		rand) args=(--rw=randread --bs=4k --size=${SIZE_MB}M --time_based --runtime=$RAND_SECONDS --randrepeat=1) ;;
+		esac
+		ours="" kern=""
+		for _ in $(seq "$RUNS"); do
+			ours+=" $(mbps "$mine" "${args[@]}")"
+			kern+=" $(mbps "$theirs" "${args[@]}")"
+		done
+		res[$mine.$test.ours]=$(echo $ours | median)
+		res[$mine.$test.kernel]=$(echo $kern | median)
+		echo "# $mine $test runs: ours$ours / kernel$kern"
 	done
-	res[$test.ours]=$(echo $ours | median)
-	res[$test.kernel]=$(echo $kern | median)
-	echo "# $test runs: ours$ours / kernel$kern"
 done
 
 {
-	echo "verity read throughput, $SIZE_MB MiB image, sha256, 4 KiB blocks, direct I/O, cold hash cache,"
-	echo "median of $RUNS alternated runs, $(nproc) vCPUs, kernel $(uname -r)"
-	printf '%-28s %10s %10s %8s\n' test "verity-rs" "dm-verity" ratio
-	for test in seq rand; do
-		name=$([ $test = seq ] && echo "sequential 1 MiB reads" || echo "random 4 KiB reads")
-		printf '%-28s %7s MB/s %5s MB/s %8s\n' "$name" "${res[$test.ours]}" "${res[$test.kernel]}" \
-			"$(awk -v a="${res[$test.ours]}" -v b="${res[$test.kernel]}" 'BEGIN { printf "%.2f", a / b }')"
+	echo "read throughput, $SIZE_MB MiB image on a RAM-backed loop device, direct I/O, fresh device each run"
+	echo "(verity: sha256, 4 KiB blocks, cold hash cache); median of $RUNS alternated runs,"
+	echo "$(nproc) vCPUs, kernel $(uname -r)"
+	printf '%-10s %-24s %12s %12s %6s\n' target test ours kernel ratio
+	for mine in verity-rs linear-rs; do
+		for test in seq rand; do
+			name=$([ $test = seq ] && echo "sequential 1 MiB reads" || echo "random 4 KiB reads")
+			a=${res[$mine.$test.ours]} b=${res[$mine.$test.kernel]}
+			printf '%-10s %-24s %7s MB/s %7s MB/s %6s\n' "$mine" "$name" "$a" "$b" \
+				"$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }')"
+		done
 	done
 } | tee "$out"
 losetup -d "$data" "$hash"

@@ -4,13 +4,15 @@
 # Boots the lab's kernel in a guest, runs the selftests there (selftests/run_guest.sh) and exits
 # non-zero unless every test passed. Needs build/dm_rust.ko (make module).
 # Usage: scripts/run-selftests.sh [test scripts...]   (default: all TEST_PROGS)
+# The guest boots through OVMF with the test certificate in db (scripts/ovmf.sh), which the
+# signature tests need (IPE policies, dm-verity root hash signatures); VM_OVMF=0 boots without it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 [ -f build/dm_rust.ko ] || { echo "run-selftests: build/dm_rust.ko missing (make module)" >&2; exit 1; }
 result=build/selftests.result
 rm -f "$result"
 start=$(date +%s)
-VM_OVMF=${VM_OVMF:-0} scripts/vm.sh selftests/run_guest.sh "$@" 2>&1 | tee build/selftests.log
+VM_OVMF=${VM_OVMF:-1} scripts/vm.sh selftests/run_guest.sh "$@" 2>&1 | tee build/selftests.log
 echo "# guest run took $(( $(date +%s) - start ))s"
 if [ ! -s "$result" ]; then
 	echo "run-selftests: the guest produced no result (boot failure? see build/selftests.log)"

@@ -25,7 +25,7 @@ count() {
 dmesg -C
 for p in "${progs[@]}"; do
 	echo "# selftest: $p"
-	count < <(timeout 900 "./$p" 2>&1; rc=$?; [ $rc -eq 0 ] || echo "# $p exited with $rc")
+	count < <(timeout 2400 "./$p" 2>&1; rc=$?; [ $rc -eq 0 ] || echo "# $p exited with $rc")
 done
 
 echo "# selftest: kernel log"

@@ -62,16 +62,14 @@ impl Target for Linear {
         let _ = match kind {
             StatusType::Info => Ok(()),
             StatusType::Table => write!(out, "{} {}", self.dev.name(), self.start),
-            StatusType::Ima => write!(
-                out,
-                "target_name={},target_version={}.{}.{},device_name={},start={};",
-                ti.type_name(),
-                Self::VERSION[0],
-                Self::VERSION[1],
-                Self::VERSION[2],
-                self.dev.name(),
-                self.start
-            ),
+            StatusType::Ima => ti.write_ima_name_version(out).and_then(|()| {
+                write!(
+                    out,
+                    ",device_name={},start={};",
+                    self.dev.name(),
+                    self.start
+                )
+            }),
         };
     }
 

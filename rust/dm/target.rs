@@ -2,6 +2,7 @@
 
 //! Targets: the [`Target`] trait, the C callbacks that forward to it, and registration.
 
+use core::fmt::Write;
 use core::marker::PhantomData;
 use core::pin::Pin;
 
@@ -170,6 +171,18 @@ impl Ti {
         // SAFETY: a constructed target's type is registered, with a static name.
         let name = unsafe { CStr::from_char_ptr((*(*self.as_raw()).type_).name) };
         name.to_str().unwrap_or("?")
+    }
+
+    /// Writes `target_name=<name>,target_version=<x.y.z>`, the start of every IMA record
+    /// (`DMEMIT_TARGET_NAME_VERSION`).
+    pub fn write_ima_name_version(&self, out: &mut StatusWriter<'_>) -> core::fmt::Result {
+        // SAFETY: a constructed target's type is registered and its version never changes.
+        let [a, b, c] = unsafe { (*(*self.as_raw()).type_).version };
+        write!(
+            out,
+            "target_name={},target_version={a}.{b}.{c}",
+            self.type_name()
+        )
     }
 
     /// Sector `sector` of the mapped device, relative to the start of this target.

@@ -15,7 +15,6 @@ pub mod table;
 #[allow(dead_code)]
 pub mod tree;
 
-use core::fmt::Write;
 use core::pin::Pin;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -497,15 +496,9 @@ impl Target for Verity {
         let _ = match kind {
             StatusType::Info => t.write_info(out, failed),
             StatusType::Table => t.write_table(out, data, hash),
-            StatusType::Ima => write!(
-                out,
-                "target_name={},target_version={}.{}.{}",
-                ti.type_name(),
-                Self::VERSION[0],
-                Self::VERSION[1],
-                Self::VERSION[2]
-            )
-            .and_then(|()| t.write_ima(out, data, hash, failed)),
+            StatusType::Ima => ti
+                .write_ima_name_version(out)
+                .and_then(|()| t.write_ima(out, data, hash, failed)),
         };
     }
 

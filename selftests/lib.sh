@@ -38,8 +38,9 @@ run_test() {
 }
 
 ktap_finish() {
-	[ "$_ktap_n" -eq "$_ktap_planned" ] ||
-		echo "# planned $_ktap_planned tests, ran $_ktap_n"
+	[ "$_ktap_n" -eq "$_ktap_planned" ] && return 0
+	echo "# planned $_ktap_planned tests, ran $_ktap_n"
+	return 1
 }
 
 # Loads dm_rust.ko (after dm-mod) unless it is loaded; extra arguments are module parameters.

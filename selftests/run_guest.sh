@@ -25,7 +25,8 @@ count() {
 dmesg -C
 for p in "${progs[@]}"; do
 	echo "# selftest: $p"
-	count < <(timeout 2400 "./$p" 2>&1; rc=$?; [ $rc -eq 0 ] || echo "# $p exited with $rc")
+	# A script that dies, times out or does not run all it planned counts as one failure more.
+	count < <(timeout 2400 "./$p" 2>&1; rc=$?; [ $rc -eq 0 ] || echo "not ok - $p exited with $rc")
 done
 
 echo "# selftest: kernel log"

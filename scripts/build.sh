@@ -12,16 +12,20 @@ eval "$(scripts/lab.sh env)"
 die() { printf 'build: error: %s\n' "$*" >&2; exit 1; }
 
 # Build from a copy of the sources inside the root filesystem, so the repository stays clean and
-# nothing needs to stay mounted in the root that the guest shares.
-src=$ROOTFS/build/dm-rust
+# nothing needs to stay mounted in the root that the guest shares. Each checkout has its own build
+# directory there, and one build at a time uses the lab (builds share its /proc mount).
+name=dm-rust-$(printf '%s' "$PWD" | md5sum | cut -c1-8)
+src=$ROOTFS/build/$name
 mkdir -p build
+exec 9>"$LAB/build.lock"
+flock 9
 rm -rf "$src"
 mkdir -p "$src"
 cp -a Kbuild include rust "$src/"
 # objtool reads /proc; unmount it again afterwards, since the guest shares this root.
 mountpoint -q "$ROOTFS/proc" || { mount -t proc proc "$ROOTFS/proc"; trap 'umount -l "$ROOTFS/proc"' EXIT; }
 chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-	make -C "$KDIR_IN_ROOT" M=/build/dm-rust ARCH=x86 CROSS_COMPILE=x86_64-linux-gnu- \
+	make -C "$KDIR_IN_ROOT" M="/build/$name" ARCH=x86 CROSS_COMPILE=x86_64-linux-gnu- \
 	CC="$GCC_CMD" HOSTCC="$HOSTCC" KERNELRELEASE="$KREL" -j"$(nproc)" modules
 cp "$src/dm_rust.ko" build/dm_rust.ko
 

@@ -9,6 +9,7 @@
 # Usage: scripts/vm.sh <script relative to the repository> [args...]
 # Environment: VM_MEMORY (default 2G), VM_CPUS (default 2), VM_OVMF=1 to boot through OVMF with
 # the test certificate in db (see scripts/ovmf.sh).
+# Guests run one at a time on this machine (a lock in the lab), so two checkouts may call this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/lab.sh env)"
@@ -28,6 +29,12 @@ if [ "${VM_OVMF:-0}" = 1 ]; then
 fi
 
 mkdir -p "$ROOTFS/dm-rust"
+# Emulation is CPU-bound and the machine has two cores: one guest at a time, whoever starts it.
+exec 8>"$LAB/guest.lock"
+if ! flock -n 8; then
+	echo "vm: waiting for the guest running from another checkout to end" >&2
+	flock 8
+fi
 export PATH="$(dirname "$VNG"):$PATH"
 exec "$VNG" $kvm -r "$ROOTFS/boot/vmlinuz-$KREL" --root "$ROOTFS" --busybox "$ROOTFS/usr/bin/busybox" \
 	--user root -m "${VM_MEMORY:-2G}" -p "${VM_CPUS:-2}" --rwdir="/dm-rust=$PWD" \

@@ -17,10 +17,17 @@
 #include <linux/security.h>
 #include <linux/workqueue.h>
 #include <linux/key.h>
+#include <linux/cred.h>
 #include <linux/reboot.h>
 #include <linux/verification.h>
 #include <keys/user-type.h>
 #include <crypto/hash.h>
+#include <linux/file.h>
+#include <linux/kobject.h>
+#include <linux/string.h>
+#include <linux/audit.h>
+/* device-mapper's audit records (drivers/md, exported by dm-mod). */
+#include <dm-audit.h>
 
 /*
  * One struct target_type per target, defined in rust/glue.c. Each callback is a Rust function
@@ -54,7 +61,8 @@ void dm_rust_bio_set_dev(struct bio *bio, struct block_device *bdev);
 enum req_op dm_rust_bio_op(const struct bio *bio);
 sector_t dm_rust_bdev_nr_sectors(struct block_device *bdev);
 unsigned int dm_rust_bdev_logical_block_size(struct block_device *bdev);
-void dm_rust_init_work(struct work_struct *work, work_func_t func);
+void dm_rust_init_io_work(struct work_struct *work, work_func_t func);
+void dm_rust_init_deferred_work(struct work_struct *work, work_func_t func);
 bool dm_rust_queue_work(struct workqueue_struct *wq, struct work_struct *work);
 struct workqueue_struct *dm_rust_alloc_workqueue(const char *name, unsigned int flags,
 						 int max_active);
@@ -70,6 +78,11 @@ const char *dm_rust_crypto_shash_alg_name(struct crypto_shash *tfm);
 void dm_rust_crypto_free_shash(struct crypto_shash *tfm);
 struct key *dm_rust_request_user_key(const char *description);
 const struct user_key_payload *dm_rust_user_key_payload_locked(const struct key *key);
+struct file *dm_rust_get_file(struct file *f);
+int dm_rust_uevent_change(struct dm_target *ti, char **envp);
+struct key *dm_rust_keyring_alloc(const char *description);
+int dm_rust_keyring_seal(struct key *keyring);
+bool dm_rust_keyring_sealed_with_keys(const struct key *keyring);
 
 #ifdef __BINDGEN__
 /* Constants bindgen cannot evaluate from their macros (casts, expressions). */
@@ -82,6 +95,8 @@ const blk_status_t DM_RUST_BLK_STS_NOTSUPP = BLK_STS_NOTSUPP;
 const blk_mode_t DM_RUST_BLK_OPEN_READ = BLK_OPEN_READ;
 const blk_mode_t DM_RUST_BLK_OPEN_WRITE = BLK_OPEN_WRITE;
 const size_t DM_RUST_PAGE_SIZE = PAGE_SIZE;
+const int DM_RUST_AUDIT_DM_CTRL = AUDIT_DM_CTRL;
+const int DM_RUST_AUDIT_DM_EVENT = AUDIT_DM_EVENT;
 const size_t DM_RUST_HASH_MAX_DESCSIZE = HASH_MAX_DESCSIZE;
 const unsigned long DM_RUST_VERIFY_USE_SECONDARY_KEYRING = (unsigned long)VERIFY_USE_SECONDARY_KEYRING;
 const unsigned long DM_RUST_VERIFY_USE_PLATFORM_KEYRING = (unsigned long)VERIFY_USE_PLATFORM_KEYRING;

@@ -5,6 +5,8 @@
 //! The crate root: module parameters and the registration of every target. The device-mapper
 //! abstraction is in [`dm`]; each target has its own module.
 
+use core::sync::atomic::{AtomicBool, Ordering};
+
 use kernel::prelude::*;
 
 mod bindings;
@@ -27,17 +29,62 @@ module! {
             default: false,
             description: "Register verity, integrity and crypt under the kernel's target names",
         },
+        require_signatures: bool {
+            default: false,
+            description: "Verify the roothash of dm-verity hash tree (refuse unsigned tables)",
+        },
+        keyring_unsealed: bool {
+            default: false,
+            description: "Leave the .dm-verity keyring unsealed",
+        },
     },
 }
 
+/// Whether verity tables must carry a root hash signature: our `require_signatures`, or, with
+/// upstream names, dm-verity's `dm_verity.require_signatures` on the kernel command line.
+static REQUIRE_SIGNATURES: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn require_signatures() -> bool {
+    REQUIRE_SIGNATURES.load(Ordering::Relaxed)
+}
+
+/// Whether the kernel command line asks dm-verity (whose name we register with upstream names)
+/// for signatures. Not knowing is an error: registering "verity" could then accept unsigned
+/// tables on a system that forbids them.
+fn cmdline_requires_verity_signatures(module: &'static ThisModule) -> Result<bool> {
+    let cmdline = dm::MaySleep::in_module_init(module, dm::system::kernel_cmdline).inspect_err(|e| {
+        pr_err!(
+            "cannot read /proc/cmdline (error {}) to honour dm_verity.require_signatures; not registering upstream names\n",
+            e.to_errno()
+        )
+    })?;
+    match dm::cmdline::bool_param(&cmdline, b"dm_verity", b"require_signatures") {
+        None => Ok(false),
+        Some(Ok(v)) => Ok(v),
+        Some(Err(())) => {
+            pr_err!("dm_verity.require_signatures on the command line is not a boolean\n");
+            Err(EINVAL)
+        }
+    }
+}
+
+// Fields drop in order: the registrations (and so every target) before the keyring they use.
 struct DmRust {
     _linear: dm::Registration<linear::Linear>,
     _verity: dm::Registration<verity::Verity>,
+    _keyring: dm::keys::VerityKeyring,
 }
 
 impl kernel::Module for DmRust {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
+    fn init(module: &'static ThisModule) -> Result<Self> {
         let upstream = module_parameters::upstream_names.value();
+        let require = module_parameters::require_signatures.value()
+            || (upstream && cmdline_requires_verity_signatures(module)?);
+        REQUIRE_SIGNATURES.store(require, Ordering::Relaxed);
+        if require {
+            pr_info!("verity: root hash signatures required\n");
+        }
+        let keyring = dm::keys::VerityKeyring::new(module_parameters::keyring_unsealed.value())?;
         // Each registration unregisters itself when dropped, so a failure below leaves nothing
         // registered.
         let linear = linear::linear_registration(upstream)?;
@@ -45,6 +92,7 @@ impl kernel::Module for DmRust {
         Ok(Self {
             _linear: linear,
             _verity: verity,
+            _keyring: keyring,
         })
     }
 }

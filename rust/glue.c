@@ -46,7 +46,13 @@ unsigned int dm_rust_bdev_logical_block_size(struct block_device *bdev)
 	return bdev_logical_block_size(bdev);
 }
 
-void dm_rust_init_work(struct work_struct *work, work_func_t func)
+/* One INIT_WORK site, hence one lockdep class, per kind of work item. */
+void dm_rust_init_io_work(struct work_struct *work, work_func_t func)
+{
+	INIT_WORK(work, func);
+}
+
+void dm_rust_init_deferred_work(struct work_struct *work, work_func_t func)
 {
 	INIT_WORK(work, func);
 }
@@ -120,4 +126,31 @@ struct key *dm_rust_request_user_key(const char *description)
 const struct user_key_payload *dm_rust_user_key_payload_locked(const struct key *key)
 {
 	return user_key_payload_locked(key);
+}
+
+struct file *dm_rust_get_file(struct file *f)
+{
+	return get_file(f);
+}
+
+int dm_rust_uevent_change(struct dm_target *ti, char **envp)
+{
+	return kobject_uevent_env(&disk_to_dev(dm_disk(dm_table_get_md(ti->table)))->kobj, KOBJ_CHANGE, envp);
+}
+
+struct key *dm_rust_keyring_alloc(const char *description)
+{
+	return keyring_alloc(description, GLOBAL_ROOT_UID, GLOBAL_ROOT_GID, current_cred(),
+			     KEY_POS_SEARCH | KEY_USR_VIEW | KEY_USR_READ | KEY_USR_WRITE |
+			     KEY_USR_SEARCH | KEY_USR_SETATTR, KEY_ALLOC_NOT_IN_QUOTA, NULL, NULL);
+}
+
+int dm_rust_keyring_seal(struct key *keyring)
+{
+	return keyring_restrict(make_key_ref(keyring, true), NULL, NULL);
+}
+
+bool dm_rust_keyring_sealed_with_keys(const struct key *keyring)
+{
+	return keyring->keys.nr_leaves_on_tree && keyring->restrict_link;
 }

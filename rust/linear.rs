@@ -40,12 +40,14 @@ impl Target for Linear {
         }
         let path = args.next(c"Invalid argument count")?;
         let start = args.next_u64(c"Invalid device sector")?;
-        let len = ti.ti().len();
+        let len = ti.len();
         let dev = ti.get_device(path)?;
         if start.checked_add(len).is_none_or(|end| end > dev.sectors()) {
             return Err(CtrError::new(EINVAL, c"Device too small for the target"));
         }
         ti.set_num_flush_bios(1);
+        // Flushes only pass through: device-mapper may send them to the devices directly.
+        ti.set_flush_bypasses_map(true);
         ti.set_num_discard_bios(1);
         ti.set_num_secure_erase_bios(1);
         ti.set_num_write_zeroes_bios(1);
@@ -53,12 +55,20 @@ impl Target for Linear {
             .map_err(|_| CtrError::new(ENOMEM, c"Cannot allocate linear context"))
     }
 
-    fn map(&self, ti: &Ti, bio: &mut Bio) -> MapResult {
-        bio.remap(&self.dev, self.start + ti.offset(bio.sector()));
+    fn map(&self, ti: &Ti<Self>, bio: &mut Bio) -> MapResult {
+        match bio.target_sector(ti) {
+            // Within the target (`rel < len`), and `start + len` fits the device (`new`).
+            Some(rel) => match self.start.checked_add(rel) {
+                Some(sector) => bio.remap(&self.dev, sector),
+                None => return MapResult::Kill,
+            },
+            // An empty flush: it only needs to reach the device.
+            None => bio.set_dev(&self.dev),
+        }
         MapResult::Remapped
     }
 
-    fn status(&self, ti: &Ti, kind: StatusType, out: &mut StatusWriter<'_>) {
+    fn status(&self, ti: &Ti<Self>, kind: StatusType, out: &mut StatusWriter<'_>) {
         let _ = match kind {
             StatusType::Info => Ok(()),
             StatusType::Table => write!(out, "{} {}", self.dev.name(), self.start),

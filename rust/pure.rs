@@ -22,3 +22,7 @@ pub mod verity_table;
 
 #[path = "verity/tree.rs"]
 pub mod verity_tree;
+
+/// Module parameters on the kernel command line.
+#[path = "dm/cmdline.rs"]
+pub mod cmdline;

@@ -5,6 +5,7 @@
 use kernel::types::Opaque;
 
 use super::device::Device;
+use super::target::Ti;
 use crate::bindings;
 
 /// The operation of a bio.
@@ -27,6 +28,9 @@ pub enum Op {
 }
 
 /// A bio device-mapper handed to a target (a clone of the bio submitted to the mapped device).
+///
+/// A target sees the bio's position, size and flags and may redirect it; it never sees the data
+/// as a slice (see [`IoBlock`](super::io::IoBlock) for why).
 #[repr(transparent)]
 pub struct Bio(Opaque<bindings::bio>);
 
@@ -58,6 +62,18 @@ impl Bio {
     pub fn size(&self) -> u32 {
         // SAFETY: as for `sector`.
         unsafe { (*self.as_raw()).bi_iter.bi_size }
+    }
+
+    /// The bio's first sector relative to the start of target `ti`, or `None` for a bio that
+    /// carries no data. Device-mapper sends empty flushes to every target of a table with sector
+    /// 0, which lies before every target but the first: such a bio has no position to remap, only
+    /// a device to go to. For a bio with data, device-mapper guarantees that it lies within the
+    /// target (it splits bios at target boundaries), so the result is below `ti.len()`.
+    pub fn target_sector<T: super::Target>(&self, ti: &Ti<T>) -> Option<u64> {
+        if self.size() == 0 {
+            return None;
+        }
+        self.sector().checked_sub(ti.begin())
     }
 
     /// Remaining size in 512-byte sectors.

@@ -3,11 +3,12 @@
 //! dm-bufio: a cache of metadata blocks of a device, shared by the I/O of a target.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use kernel::error::from_err_ptr;
 use kernel::prelude::*;
 
+use super::context::MaySleep;
 use super::device::Device;
 use crate::bindings;
 
@@ -16,6 +17,8 @@ use crate::bindings;
 pub struct BufioClient {
     client: NonNull<bindings::dm_bufio_client>,
     block_size: usize,
+    /// Buffers currently held (`Buffer`s alive): `reset` must not run while any is.
+    held: AtomicUsize,
     // Dropped after `client` (declared after it): the client holds the device's bdev.
     dev: Device,
 }
@@ -51,6 +54,7 @@ impl BufioClient {
         Ok(Self {
             client: NonNull::new(c).ok_or(ENOMEM)?,
             block_size: block_size as usize,
+            held: AtomicUsize::new(0),
             dev,
         })
     }
@@ -71,35 +75,47 @@ impl BufioClient {
     }
 
     /// Reads block `block` (from the cache or the device; may sleep).
-    pub fn read(&self, block: u64) -> Result<Buffer<'_>> {
+    pub fn read(&self, _s: &MaySleep<'_>, block: u64) -> Result<Buffer<'_>> {
         let mut buf = core::ptr::null_mut();
-        // SAFETY: the client is live; `buf` receives the buffer on success.
+        self.held.fetch_add(1, Ordering::Acquire);
+        // SAFETY: the client is live; `buf` receives the buffer on success; the caller may sleep.
         let data = unsafe { bindings::dm_bufio_read(self.raw(), block, &mut buf) };
-        let data = from_err_ptr(data)?;
+        let data = match from_err_ptr(data) {
+            Ok(d) => d,
+            Err(e) => {
+                self.held.fetch_sub(1, Ordering::Release);
+                return Err(e);
+            }
+        };
         Ok(Buffer {
             buf,
             data: data.cast(),
             len: self.block_size,
-            _c: self,
+            client: self,
         })
     }
 
     /// Starts reading `count` blocks from `block` into the cache, without waiting.
-    pub fn prefetch(&self, block: u64, count: u32) {
+    pub fn prefetch(&self, _s: &MaySleep<'_>, block: u64, count: u32) {
         // SAFETY: the client is live; out-of-range blocks fail their read, which is harmless.
         unsafe { bindings::dm_bufio_prefetch(self.raw(), block, count) };
     }
 
     /// Drops block `block` from the cache (it must not be held).
-    pub fn forget(&self, block: u64) {
+    pub fn forget(&self, _s: &MaySleep<'_>, block: u64) {
         // SAFETY: the client is live; forgetting an uncached block does nothing.
         unsafe { bindings::dm_bufio_forget(self.raw(), block) };
     }
 
-    /// Drops every clean cached block (after a suspend, the device may have changed).
-    pub fn reset(&self) {
-        // SAFETY: the client is live.
+    /// Drops every clean cached block (after a suspend, the device may have changed). Refused
+    /// with `EBUSY` while a [`Buffer`] of this client is held: dm-bufio cannot drop held buffers.
+    pub fn reset(&self, _s: &MaySleep<'_>) -> Result {
+        if self.held.load(Ordering::Acquire) != 0 {
+            return Err(EBUSY);
+        }
+        // SAFETY: the client is live, no buffer of it is held, and the caller may sleep.
         unsafe { bindings::dm_bufio_client_reset(self.raw()) };
+        Ok(())
     }
 }
 
@@ -115,7 +131,7 @@ pub struct Buffer<'a> {
     buf: *mut bindings::dm_buffer,
     data: *const u8,
     len: usize,
-    _c: &'a BufioClient,
+    client: &'a BufioClient,
 }
 
 impl Buffer<'_> {
@@ -146,5 +162,6 @@ impl Drop for Buffer<'_> {
     fn drop(&mut self) {
         // SAFETY: `buf` is held by us since `read`.
         unsafe { bindings::dm_bufio_release(self.buf) };
+        self.client.held.fetch_sub(1, Ordering::Release);
     }
 }

@@ -2,68 +2,83 @@
 
 //! Underlying devices and queue limits.
 
-use core::marker::PhantomData;
+use core::ptr::NonNull;
 
 use kernel::ffi::{c_int, c_void};
 use kernel::prelude::*;
 
 use crate::bindings;
 
-/// An underlying device opened for a target (`struct dm_dev`), released when dropped.
+/// An underlying device a target uses: a reference to its open block device.
+///
+/// Made by [`TargetCtx::get_device`](super::TargetCtx::get_device). Device-mapper's own handle
+/// (`struct dm_dev`) stays with the adapter, which releases it (`dm_put_device`) after the
+/// target's state is dropped. A `Device` holds a reference of its own to the block device's open
+/// file (`bdev_file`), so it is valid wherever it ends up (moved into deferred work, kept past
+/// its target) and may be dropped in any context: `fput` defers the final release itself.
 pub struct Device {
-    ti: *mut bindings::dm_target,
-    dev: *mut bindings::dm_dev,
+    file: NonNull<bindings::file>,
+    bdev: NonNull<bindings::block_device>,
+    name: [u8; 16],
 }
 
-// SAFETY: a `dm_dev` is reference counted by device-mapper and may be used and released from any
-// thread; the target it belongs to outlives the `Device` (see `Device::open`).
+// SAFETY: the file reference may be used and dropped from any thread (`fput` is safe in any
+// context); the block device it keeps open is made to be shared.
 unsafe impl Send for Device {}
-// SAFETY: `&Device` only reads the immutable fields of `dm_dev`.
+// SAFETY: `&Device` only reads immutable data: the name, and the block device's size and limits.
 unsafe impl Sync for Device {}
 
 impl Device {
-    /// Opens `path` for target `ti` with `mode`.
-    ///
     /// # Safety
     ///
-    /// `ti` must be a target under construction, and the `Device` must be dropped before the
-    /// target is destroyed (devices live in the target's state, dropped by its destructor).
-    pub(crate) unsafe fn open(
-        ti: *mut bindings::dm_target,
-        path: &[u8],
-        mode: bindings::blk_mode_t,
-    ) -> Result<Self> {
-        let mut cpath = KVec::with_capacity(path.len() + 1, GFP_KERNEL)?;
-        cpath.extend_from_slice(path, GFP_KERNEL)?;
-        cpath.push(0, GFP_KERNEL)?;
-        let mut dev = core::ptr::null_mut();
-        // SAFETY: `cpath` is NUL-terminated; `ti` is valid per the contract above.
-        let r = unsafe { bindings::dm_get_device(ti, cpath.as_ptr().cast(), mode, &mut dev) };
-        if r != 0 {
-            return Err(Error::from_errno(r));
-        }
-        Ok(Self { ti, dev })
+    /// `dev` must be an open `dm_dev` (returned by `dm_get_device` and not yet put) for the
+    /// duration of this call.
+    pub(crate) unsafe fn from_dm_dev(dev: *mut bindings::dm_dev) -> Self {
+        // SAFETY: by the contract above `dev` and its open file are valid; `get_file` takes a
+        // reference of our own that `Drop` gives back.
+        let (file, bdev, name) = unsafe {
+            (
+                bindings::dm_rust_get_file((*dev).bdev_file),
+                (*dev).bdev,
+                (*dev).name,
+            )
+        };
+        // `name` is a NUL-terminated `char[16]`.
+        let name = name.map(|c| c as u8);
+        // SAFETY: an open `dm_dev` always has its file and block device (`dm_get_device` fails
+        // otherwise).
+        let (file, bdev) = unsafe { (NonNull::new_unchecked(file), NonNull::new_unchecked(bdev)) };
+        Self { file, bdev, name }
     }
 
-    pub(crate) fn as_raw(&self) -> *mut bindings::dm_dev {
-        self.dev
+    /// Another handle to the same device.
+    pub fn try_clone(&self) -> Self {
+        // SAFETY: `self.file` is a file we hold a reference to (type invariant).
+        unsafe { bindings::dm_rust_get_file(self.file.as_ptr()) };
+        Self {
+            file: self.file,
+            bdev: self.bdev,
+            name: self.name,
+        }
+    }
+
+    pub(crate) fn file(&self) -> *mut bindings::file {
+        self.file.as_ptr()
     }
 
     pub(crate) fn bdev(&self) -> *mut bindings::block_device {
-        // SAFETY: `dev` stays valid until `drop`.
-        unsafe { (*self.dev).bdev }
+        self.bdev.as_ptr()
     }
 
     /// The device's name as device-mapper prints it in tables: `major:minor`.
     pub fn name(&self) -> &str {
-        // SAFETY: `name` is a NUL-terminated array filled in when the device was opened.
-        let name = unsafe { CStr::from_char_ptr((*self.dev).name.as_ptr()) };
-        name.to_str().unwrap_or("?")
+        let n = self.name.iter().position(|&c| c == 0).unwrap_or(self.name.len());
+        core::str::from_utf8(&self.name[..n]).unwrap_or("?")
     }
 
     /// Size of the device in 512-byte sectors.
     pub fn sectors(&self) -> u64 {
-        // SAFETY: the block device stays valid while it is open.
+        // SAFETY: the block device stays valid while we hold its open file (type invariant).
         unsafe { bindings::dm_rust_bdev_nr_sectors(self.bdev()) }
     }
 
@@ -76,8 +91,9 @@ impl Device {
 
 impl Drop for Device {
     fn drop(&mut self) {
-        // SAFETY: `dev` was returned by `dm_get_device` for `ti`, which is still live (`open`).
-        unsafe { bindings::dm_put_device(self.ti, self.dev) };
+        // SAFETY: we hold a reference to `file` (`from_dm_dev`, `try_clone`); `fput` may be
+        // called in any context.
+        unsafe { bindings::fput(self.file.as_ptr()) };
     }
 }
 
@@ -86,32 +102,44 @@ pub struct DeviceVisitor<'a> {
     ti: *mut bindings::dm_target,
     f: bindings::iterate_devices_callout_fn,
     data: *mut c_void,
-    _p: PhantomData<&'a ()>,
+    /// The target's own open devices (the adapter's), which the callout receives.
+    devices: &'a [*mut bindings::dm_dev],
 }
 
-impl DeviceVisitor<'_> {
+impl<'a> DeviceVisitor<'a> {
     /// # Safety
     ///
-    /// `ti`, `f` and `data` must be the arguments of an `iterate_devices` call in progress.
+    /// `ti`, `f` and `data` must be the arguments of an `iterate_devices` call in progress, and
+    /// `devices` the devices opened for `ti`, open for `'a`.
     pub(crate) unsafe fn new(
         ti: *mut bindings::dm_target,
         f: bindings::iterate_devices_callout_fn,
         data: *mut c_void,
+        devices: &'a [*mut bindings::dm_dev],
     ) -> Self {
         Self {
             ti,
             f,
             data,
-            _p: PhantomData,
+            devices,
         }
     }
 
     /// Reports that the target uses `len` sectors of `dev` from sector `start`. A non-zero
-    /// result stops the iteration and must be returned from `iterate_devices`.
+    /// result stops the iteration and must be returned from `iterate_devices`. A device the
+    /// target did not open itself is not reported (`-EINVAL`).
     pub fn visit(&mut self, dev: &Device, start: u64, len: u64) -> c_int {
+        // The callout gets the target's own `dm_dev`, found by the file it shares with `dev`.
+        let file_of = |d: *mut bindings::dm_dev| {
+            // SAFETY: `devices` are open for the call (`new`).
+            unsafe { (*d).bdev_file }
+        };
+        let Some(&d) = self.devices.iter().find(|&&d| file_of(d) == dev.file()) else {
+            return EINVAL.to_errno();
+        };
         match self.f {
-            // SAFETY: `f` is device-mapper's callout with its `data`; `dev` is open.
-            Some(f) => unsafe { f(self.ti, dev.as_raw(), start, len, self.data) },
+            // SAFETY: `f` is device-mapper's callout with its `data` (`new`); `d` is open.
+            Some(f) => unsafe { f(self.ti, d, start, len, self.data) },
             None => 0,
         }
     }

@@ -8,6 +8,7 @@ use core::ptr::NonNull;
 use kernel::error::{from_err_ptr, to_result};
 use kernel::prelude::*;
 
+use super::io::IoBlock;
 use crate::bindings;
 
 /// A hash algorithm instance (`struct crypto_shash`).
@@ -106,6 +107,15 @@ impl Desc<'_> {
         let len = u32::try_from(data.len()).map_err(|_| EINVAL)?;
         // SAFETY: the descriptor is set up (`desc`); `data` is readable for `len` bytes.
         to_result(unsafe { bindings::dm_rust_crypto_shash_update(self.raw(), data.as_ptr(), len) })
+    }
+
+    /// Hashes a block of a bio's data (read by the C hash code, which tolerates a racing writer:
+    /// the digest is then simply wrong).
+    pub fn update_block(&mut self, block: &IoBlock<'_>) -> Result {
+        let len = u32::try_from(block.len()).map_err(|_| EINVAL)?;
+        // SAFETY: the descriptor is set up (`desc`); the block is mapped and `len` bytes long for
+        // as long as it is borrowed (`IoBlock`).
+        to_result(unsafe { bindings::dm_rust_crypto_shash_update(self.raw(), block.as_ptr(), len) })
     }
 
     /// Hashes `data` and writes the digest into `out`, which must hold a whole digest.

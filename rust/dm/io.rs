@@ -13,8 +13,10 @@ use core::marker::PhantomData;
 use core::mem::size_of;
 
 use kernel::ffi::c_void;
+use kernel::prelude::*;
 
-use super::target::{state, Target, Ti};
+use super::context::MaySleep;
+use super::target::{Target, Ti};
 use crate::bindings;
 
 /// Per-bio state of a bio whose completion is deferred.
@@ -35,10 +37,12 @@ pub(crate) const PER_IO_SIZE: u32 = size_of::<IoHeader>() as u32;
 ///
 /// # Safety
 ///
-/// `ti` must be a target of type `T` with `per_io_data_size == PER_IO_SIZE`, and `bio` a bio
-/// device-mapper handed to its `map`, about to be returned as remapped.
+/// `ti` must be a constructed target of type `T` with `per_io_data_size == PER_IO_SIZE` and a
+/// workqueue, and `bio` a bio device-mapper handed to its `map`, about to be returned as
+/// remapped.
 pub(crate) unsafe fn hook<T: Target>(ti: *mut bindings::dm_target, bio: *mut bindings::bio) {
-    // SAFETY: by the contract above the per-bio data is ours and `PER_IO_SIZE` bytes long.
+    // SAFETY: by the contract above the per-bio data is ours and `PER_IO_SIZE` bytes long, and
+    // the bio is ours to change until it is submitted.
     unsafe {
         let hdr = bindings::dm_per_bio_data(bio, PER_IO_SIZE as usize).cast::<IoHeader>();
         (*hdr).ti = ti;
@@ -50,38 +54,59 @@ pub(crate) unsafe fn hook<T: Target>(ti: *mut bindings::dm_target, bio: *mut bin
     }
 }
 
-/// The lower device finished the bio (any context): queue the work.
+/// The lower device finished the bio (any context): queue the work on the target's workqueue.
 unsafe extern "C" fn end_io<T: Target>(bio: *mut bindings::bio) {
-    // `hook` set `bi_private` to the header in this bio's per-bio data.
-    // SAFETY: so `hdr` is valid, and the target stays alive while one of its bios is in flight.
+    // `hook` set `bi_private` to the header in this bio's per-bio data, and device-mapper keeps
+    // the target (and so its workqueue, see `Adapter::dtr`) alive while one of its bios is in
+    // flight, which this one is until `work` completes it.
+    // SAFETY: so `hdr` is valid and `Ti::from_raw`'s contract holds.
     unsafe {
         let hdr = (*bio).bi_private.cast::<IoHeader>();
-        bindings::dm_rust_init_work(&mut (*hdr).work, Some(work::<T>));
-        let wq = match state::<T>((*hdr).ti).io_queue() {
-            Some(q) => q.as_raw(),
-            None => bindings::system_wq,
-        };
-        bindings::dm_rust_queue_work(wq, &mut (*hdr).work);
+        let ti = Ti::<T>::from_raw((*hdr).ti);
+        match &ti.holder().wq {
+            Some(wq) => {
+                bindings::dm_rust_init_io_work(&raw mut (*hdr).work, Some(work::<T>));
+                bindings::dm_rust_queue_work(wq.as_raw(), &raw mut (*hdr).work);
+            }
+            // Unreachable (`Adapter::ctr` asserts a queue for `io_done` targets); complete the
+            // bio as it is rather than leave it hanging.
+            None => finish(bio, hdr, (*bio).bi_status),
+        }
+    }
+}
+
+/// Restores the bio's completion and completes it with `status`.
+///
+/// # Safety
+///
+/// `bio` is a bio hooked by `hook`, finished by the lower device, and `hdr` its header.
+unsafe fn finish(bio: *mut bindings::bio, hdr: *mut IoHeader, status: u8) {
+    // SAFETY: by the contract above; nothing touches `hdr` or `bio` after `bio_endio`.
+    unsafe {
+        (*bio).bi_end_io = (*hdr).orig_end_io;
+        (*bio).bi_private = (*hdr).orig_private;
+        (*bio).bi_status = status;
+        bindings::bio_endio(bio);
     }
 }
 
 /// Process context: let the target finish the I/O, then complete the bio.
 unsafe extern "C" fn work<T: Target>(w: *mut bindings::work_struct) {
-    // SAFETY: `w` is the first field of an `IoHeader` (`repr(C)`), queued by `end_io`.
+    // SAFETY: `w` is the first field of an `IoHeader` (`repr(C)`), queued by `end_io`; the bio
+    // is still in flight, so its target is alive (see `end_io`); work items run in process
+    // context.
     unsafe {
         let hdr = w.cast::<IoHeader>();
-        let ti = (*hdr).ti;
+        let ti = Ti::<T>::from_raw((*hdr).ti);
         let bio = bindings::dm_bio_from_per_bio_data(hdr.cast(), PER_IO_SIZE as usize);
         let mut io = DoneIo {
             bio,
             hdr,
             _p: PhantomData,
         };
-        let status = state::<T>(ti).io_done(Ti::from_raw(ti), &mut io);
-        (*bio).bi_end_io = (*hdr).orig_end_io;
-        (*bio).bi_private = (*hdr).orig_private;
-        (*bio).bi_status = status;
-        bindings::bio_endio(bio);
+        let s = MaySleep::new();
+        let status = ti.holder().target.io_done(ti, &mut io, &s);
+        finish(bio, hdr, status);
     }
 }
 
@@ -91,6 +116,52 @@ pub enum BlockError<E> {
     Unaligned,
     /// The callback failed.
     Callback(E),
+}
+
+/// One block of a bio's data, mapped for the duration of a [`DoneIo::for_each_block`] callback.
+///
+/// The memory is the bio's pages: for direct I/O it is user memory that user space (or another
+/// bio reading into the same buffer) may change while we look at it. So there is no `&[u8]` or
+/// `&mut [u8]` to it, which would promise that nobody else does; the block is read and written
+/// only by copies and by the kernel's C functions, and a value that must not change is copied
+/// out first.
+pub struct IoBlock<'a> {
+    ptr: *mut u8,
+    len: usize,
+    _p: PhantomData<&'a ()>,
+}
+
+impl IoBlock<'_> {
+    /// Size of the block in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// Copies the block into `dst`, which must be as long; a stable snapshot of its bytes.
+    pub fn copy_to(&self, dst: &mut [u8]) {
+        let n = self.len.min(dst.len());
+        // A racing writer makes the snapshot a mix of old and new bytes, nothing worse.
+        // SAFETY: `ptr` is mapped and `len` bytes long for the callback (`for_each_block`);
+        // `dst` is our own memory and cannot overlap the bio's pages.
+        unsafe { bindings::memcpy(dst.as_mut_ptr().cast(), self.ptr.cast(), n) };
+    }
+
+    /// Overwrites the block with `src`, which must be as long.
+    pub fn copy_from(&mut self, src: &[u8]) {
+        let n = self.len.min(src.len());
+        // SAFETY: as in `copy_to`, the other way round.
+        unsafe { bindings::memcpy(self.ptr.cast(), src.as_ptr().cast(), n) };
+    }
+
+    /// Overwrites the block with zeroes.
+    pub fn zero(&mut self) {
+        // SAFETY: as in `copy_to`.
+        unsafe { bindings::memset(self.ptr.cast(), 0, self.len) };
+    }
 }
 
 /// A bio the lower device has finished, in process context, before it completes.
@@ -125,12 +196,20 @@ impl DoneIo<'_> {
         unsafe { (*self.bio).bi_opf & bindings::DM_RUST_REQ_RAHEAD != 0 }
     }
 
+    /// Sends a device-mapper audit record about `sector` of this I/O (`dm_audit_log_bio`).
+    pub fn audit(&self, prefix: &CStr, op: &CStr, sector: u64, result: i32) {
+        // SAFETY: the bio is live until it completes; the strings are read during the call.
+        unsafe {
+            bindings::dm_audit_log_bio(prefix.as_char_ptr(), op.as_char_ptr(), self.bio, sector, result)
+        };
+    }
+
     /// Calls `f(i, block)` for each consecutive `block_size`-byte block of the I/O's data, in
     /// order; each block must lie within one page segment.
     pub fn for_each_block<E>(
-        &mut self,
+        &self,
         block_size: u32,
-        mut f: impl FnMut(u32, &mut [u8]) -> Result<(), E>,
+        mut f: impl FnMut(u32, &mut IoBlock<'_>) -> Result<(), E>,
     ) -> Result<(), BlockError<E>> {
         // SAFETY: the header is live with the bio.
         let mut iter = unsafe { (*self.hdr).iter };
@@ -141,18 +220,19 @@ impl DoneIo<'_> {
             if bv.bv_len < block_size {
                 return Err(BlockError::Unaligned);
             }
-            // The page is mapped for the call only; `bv_offset + block_size` stays in the page.
-            // SAFETY: the segment's page is part of the bio, which is ours until it completes.
-            let r = unsafe {
-                let base = bindings::dm_rust_kmap_local_page(bv.bv_page).cast::<u8>();
-                let block = core::slice::from_raw_parts_mut(
-                    base.add(bv.bv_offset as usize),
-                    block_size as usize,
-                );
-                let r = f(i, block);
-                bindings::dm_rust_kunmap_local(base.cast());
-                r
+            // SAFETY: the segment's page is part of the bio, which is ours until it completes;
+            // `kmap_local_page` maps it until the matching `kunmap_local`.
+            let base = unsafe { bindings::dm_rust_kmap_local_page(bv.bv_page) }.cast::<u8>();
+            let mut block = IoBlock {
+                // SAFETY: `bv_offset + block_size <= PAGE_SIZE` (checked `bv_len` is within the
+                // page), so the block lies in the mapped page.
+                ptr: unsafe { base.add(bv.bv_offset as usize) },
+                len: block_size as usize,
+                _p: PhantomData,
             };
+            let r = f(i, &mut block);
+            // SAFETY: `base` was mapped above; `block` (which borrowed it) is not used again.
+            unsafe { bindings::dm_rust_kunmap_local(base.cast()) };
             r.map_err(BlockError::Callback)?;
             // SAFETY: as above; advancing stays within the bio's size (`i < n`).
             unsafe { bindings::dm_rust_bio_advance_iter(self.bio, &mut iter, block_size) };

@@ -4,6 +4,7 @@
 
 use kernel::prelude::*;
 
+use super::context::MaySleep;
 use crate::bindings;
 
 /// Restarts the machine, logging `reason`.
@@ -38,4 +39,22 @@ pub fn shutting_down() -> bool {
 pub fn log_ratelimited() -> bool {
     // SAFETY: `__printk_ratelimit` only uses the name to report suppressed messages.
     unsafe { bindings::__printk_ratelimit(c"dm_rust".as_char_ptr()) != 0 }
+}
+
+/// The kernel command line, as `/proc/cmdline` shows it (at most 4 KiB). May sleep; fails when
+/// `/proc` is not mounted in the caller's namespace.
+pub fn kernel_cmdline(_s: &MaySleep<'_>) -> Result<KVec<u8>> {
+    const MAX: usize = 4096;
+    let mut buf = KVec::from_elem(0u8, MAX, GFP_KERNEL)?;
+    // SAFETY: the path is a static C string; the caller may sleep.
+    let file = unsafe { bindings::filp_open(c"/proc/cmdline".as_char_ptr(), 0, 0) };
+    let file = kernel::error::from_err_ptr(file)?;
+    let mut pos: bindings::loff_t = 0;
+    // SAFETY: `file` is open (just returned by `filp_open`); `buf` has room for `MAX` bytes.
+    let n = unsafe { bindings::kernel_read(file, buf.as_mut_ptr().cast(), MAX, &mut pos) };
+    // SAFETY: `file` is open and ours; nothing uses it afterwards.
+    unsafe { bindings::filp_close(file, core::ptr::null_mut()) };
+    let n = usize::try_from(n).map_err(|_| Error::from_errno(n as i32))?;
+    buf.truncate(n);
+    Ok(buf)
 }

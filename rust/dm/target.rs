@@ -11,10 +11,11 @@ use kernel::prelude::*;
 
 use super::args::{ArgError, Args};
 use super::bio::Bio;
+use super::context::MaySleep;
 use super::device::{Device, DeviceVisitor, QueueLimits};
 use super::io::{self, DoneIo};
 use super::status::{StatusType, StatusWriter};
-use super::work::Workqueue;
+use super::work::{Workqueue, WorkqueueConfig};
 use crate::bindings;
 
 /// Why a constructor failed: the errno returned to device-mapper and the message it reports
@@ -41,18 +42,20 @@ impl From<ArgError> for CtrError {
 }
 
 /// What `map` did with a bio.
+///
+/// There is no "submitted" outcome: a target that would take a bio over and complete it later
+/// returns [`MapResult::RemappedCompleteInWork`], whose completion the abstraction owns, so no bio
+/// can be left without one.
 pub enum MapResult {
     /// The bio was remapped; device-mapper submits it.
     Remapped,
-    /// The target submitted or queued the bio itself and will complete it.
-    Submitted,
     /// Fail the bio with an I/O error.
     Kill,
     /// Ask device-mapper to requeue the bio (after a suspend, for instance).
     Requeue,
     /// The bio was remapped; device-mapper submits it, and once the lower device has finished
-    /// it, [`Target::io_done`] runs in process context before the bio completes. Only for
-    /// targets that implement `io_done`.
+    /// it, [`Target::io_done`] runs in process context on the target's workqueue before the bio
+    /// completes. Only for targets that implement `io_done` (else it is treated as `Remapped`).
     RemappedCompleteInWork,
 }
 
@@ -60,8 +63,6 @@ pub enum MapResult {
 pub enum EndIo {
     /// Complete it with the (possibly changed) status.
     Done,
-    /// The target took the bio over and will complete it later.
-    Incomplete,
     /// Requeue it.
     Requeue,
 }
@@ -72,6 +73,12 @@ pub enum EndIo {
 /// when device-mapper destroys the target (the destructor). `map` runs concurrently on many CPUs,
 /// hence `Sync`. Callbacks a target does not implement are not registered with device-mapper at
 /// all (the `#[vtable]` attribute records which ones a target implements).
+///
+/// What the abstraction owns, so that a target cannot get it wrong (see `Documentation/design.md`,
+/// "Ownership"): the underlying devices opened with [`TargetCtx::get_device`] are released by the
+/// adapter after the state is dropped; the workqueue of [`Target::WORKQUEUE`] is created by the
+/// adapter and drained before the state is dropped (and before `postsuspend`); bio completions
+/// deferred with [`MapResult::RemappedCompleteInWork`] are always completed.
 #[vtable]
 pub trait Target: Sized + Send + Sync {
     /// Name registered by default (coexists with the kernel's C targets).
@@ -83,48 +90,57 @@ pub trait Target: Sized + Send + Sync {
     const VERSION: [u32; 3];
     /// `DM_TARGET_*` feature flags.
     const FEATURES: u64 = 0;
+    /// The target's own workqueue, for [`Target::io_done`] and deferred work
+    /// ([`Defer`](super::work::Defer)); both require one (checked at compile time).
+    const WORKQUEUE: Option<WorkqueueConfig> = None;
+    /// The prefix of the audit records the kernel's C target of the same job sends for table
+    /// construction and destruction (`dm_audit_log_ctr`/`_dtr`), if it sends them.
+    const AUDIT_PREFIX: Option<&'static CStr> = None;
 
     /// Builds the target from its table line.
-    fn new(ti: &mut TargetCtx<'_>, args: &mut Args<'_>) -> Result<Pin<KBox<Self>>, CtrError>;
+    fn new(ctx: &mut TargetCtx<'_>, args: &mut Args<'_>) -> Result<Pin<KBox<Self>>, CtrError>;
 
-    /// Maps one bio.
-    fn map(&self, ti: &Ti, bio: &mut Bio) -> MapResult;
+    /// Maps one bio. Must not sleep.
+    fn map(&self, ti: &Ti<Self>, bio: &mut Bio) -> MapResult;
 
-    /// Sees a bio the target remapped complete; `status` may be changed.
-    fn end_io(&self, _ti: &Ti, _bio: &mut Bio, _status: &mut u8) -> EndIo {
+    /// Sees a bio the target remapped complete (any context, must not sleep); `status` may be
+    /// changed.
+    fn end_io(&self, _ti: &Ti<Self>, _bio: &mut Bio, _status: &mut u8) -> EndIo {
         EndIo::Done
     }
 
     /// Finishes, in process context, a bio that `map` returned as
     /// [`MapResult::RemappedCompleteInWork`]; returns the status the bio completes with.
-    fn io_done(&self, _ti: &Ti, io: &mut DoneIo<'_>) -> u8 {
+    fn io_done(&self, _ti: &Ti<Self>, io: &mut DoneIo<'_>, _s: &MaySleep<'_>) -> u8 {
         io.lower_status()
     }
 
-    /// The workqueue `io_done` runs on (default: the system workqueue).
-    fn io_queue(&self) -> Option<&Workqueue> {
-        None
-    }
-
     /// Before the device suspends.
-    fn presuspend(&self, _ti: &Ti) {}
+    fn presuspend(&self, _ti: &Ti<Self>, _s: &MaySleep<'_>) {}
 
-    /// After the device suspended: no bio is in flight in this target.
-    fn postsuspend(&self, _ti: &Ti) {}
+    /// After the device suspended: no bio is in flight in this target and the target's workqueue
+    /// is idle.
+    fn postsuspend(&self, _ti: &Ti<Self>, _s: &MaySleep<'_>) {}
 
     /// Before the device resumes with this table; an error keeps the device suspended.
-    fn preresume(&self, _ti: &Ti) -> Result {
+    fn preresume(&self, _ti: &Ti<Self>, _s: &MaySleep<'_>) -> Result {
         Ok(())
     }
 
     /// After the device resumed.
-    fn resume(&self, _ti: &Ti) {}
+    fn resume(&self, _ti: &Ti<Self>, _s: &MaySleep<'_>) {}
 
     /// Writes the status (`dmsetup status`), the table line (`dmsetup table`) or the IMA record.
-    fn status(&self, _ti: &Ti, _kind: StatusType, _out: &mut StatusWriter<'_>) {}
+    fn status(&self, _ti: &Ti<Self>, _kind: StatusType, _out: &mut StatusWriter<'_>) {}
 
     /// Handles `dmsetup message`; may write a reply into `out`.
-    fn message(&self, _args: &mut Args<'_>, _out: &mut StatusWriter<'_>) -> Result {
+    fn message(
+        &self,
+        _ti: &Ti<Self>,
+        _args: &mut Args<'_>,
+        _out: &mut StatusWriter<'_>,
+        _s: &MaySleep<'_>,
+    ) -> Result {
         Err(EINVAL)
     }
 
@@ -137,16 +153,32 @@ pub trait Target: Sized + Send + Sync {
     fn io_hints(&self, _limits: &mut QueueLimits<'_>) {}
 }
 
-/// A read-only view of a constructed target (`struct dm_target`).
-#[repr(transparent)]
-pub struct Ti(kernel::types::Opaque<bindings::dm_target>);
+/// What the adapter keeps for a constructed target in `ti->private`.
+///
+/// Field order is release order on the destructor path, done by hand in [`Adapter::dtr`]: the
+/// workqueue is drained first (nothing deferred still refers to the state), then the state is
+/// dropped (and with it the target's [`Device`] handles), then the underlying devices are put.
+pub(crate) struct Holder<T: Target> {
+    pub(crate) wq: Option<Workqueue>,
+    pub(crate) target: Pin<KBox<T>>,
+    devices: KVec<*mut bindings::dm_dev>,
+}
 
-impl Ti {
+/// A constructed target of type `T` (`struct dm_target`), as its callbacks see it.
+///
+/// Only the adapter makes one (`Ti::from_raw`), for a target of type `T` between a successful
+/// constructor and the destructor, and lends it for the duration of one callback.
+#[repr(transparent)]
+pub struct Ti<T>(kernel::types::Opaque<bindings::dm_target>, PhantomData<T>);
+
+impl<T: Target> Ti<T> {
     /// # Safety
     ///
-    /// `ptr` must point to a live `struct dm_target` for the lifetime `'a`.
+    /// `ptr` must point to a live `struct dm_target` whose constructor `Adapter::<T>::ctr`
+    /// succeeded and whose destructor has not run yet, for the lifetime `'a`.
     pub(crate) unsafe fn from_raw<'a>(ptr: *mut bindings::dm_target) -> &'a Self {
-        // SAFETY: `Ti` is a transparent wrapper of `dm_target`; the caller guarantees liveness.
+        // SAFETY: `Ti` is a transparent wrapper of `dm_target` (`PhantomData` is zero-sized);
+        // the caller guarantees liveness for `'a`.
         unsafe { &*ptr.cast() }
     }
 
@@ -154,9 +186,16 @@ impl Ti {
         self.0.get()
     }
 
+    /// The adapter's data for this target.
+    pub(crate) fn holder(&self) -> &Holder<T> {
+        // SAFETY: `from_raw`'s contract: the constructor of type `T` succeeded, so `private`
+        // holds the `Holder<T>` `Adapter::<T>::ctr` stored there, which only `dtr` frees.
+        unsafe { &*(*self.as_raw()).private.cast::<Holder<T>>() }
+    }
+
     /// First sector of the target in the mapped device.
     pub fn begin(&self) -> u64 {
-        // SAFETY: `begin` is set before the constructor runs and never changes afterwards.
+        // SAFETY: device-mapper sets `begin` before the constructor and never changes it.
         unsafe { (*self.as_raw()).begin }
     }
 
@@ -168,7 +207,8 @@ impl Ti {
 
     /// The name the target type is registered under.
     pub fn type_name(&self) -> &str {
-        // SAFETY: a constructed target's type is registered, with a static name.
+        // SAFETY: a constructed target's type is registered (`Registration`), with a static name
+        // that stays until it is unregistered, after every target of it is gone.
         let name = unsafe { CStr::from_char_ptr((*(*self.as_raw()).type_).name) };
         name.to_str().unwrap_or("?")
     }
@@ -176,7 +216,7 @@ impl Ti {
     /// Writes `target_name=<name>,target_version=<x.y.z>`, the start of every IMA record
     /// (`DMEMIT_TARGET_NAME_VERSION`).
     pub fn write_ima_name_version(&self, out: &mut StatusWriter<'_>) -> core::fmt::Result {
-        // SAFETY: a constructed target's type is registered and its version never changes.
+        // SAFETY: as in `type_name`; `Registration::new` set the version before registering.
         let [a, b, c] = unsafe { (*(*self.as_raw()).type_).version };
         write!(
             out,
@@ -185,25 +225,58 @@ impl Ti {
         )
     }
 
-    /// Sector `sector` of the mapped device, relative to the start of this target.
-    pub fn offset(&self, sector: u64) -> u64 {
-        sector - self.begin()
-    }
-
     /// The mapped device's block device (`/dev/dm-N`).
     fn mapped_bdev(&self) -> *mut bindings::block_device {
-        // A constructed target belongs to a table, and the table to a mapped device.
-        // SAFETY: both outlive the target; `dm_disk` returns the device's live gendisk.
+        // SAFETY: a constructed target belongs to a table and the table to a mapped device, both
+        // alive while the target is (`from_raw`); `dm_disk` returns the device's gendisk.
         unsafe {
             let md = bindings::dm_table_get_md((*self.as_raw()).table);
             (*bindings::dm_disk(md)).part0
         }
     }
 
+    /// Sends a `KOBJ_CHANGE` uevent for the mapped device with the environment `env`
+    /// (`NAME=value` strings), as dm-verity does for corruption. May sleep.
+    pub fn uevent_change(&self, env: &[&CStr], _s: &MaySleep<'_>) -> Result {
+        const MAX: usize = 4;
+        if env.len() >= MAX {
+            return Err(EINVAL);
+        }
+        let mut envp = [core::ptr::null_mut::<c_char>(); MAX];
+        for (p, e) in envp.iter_mut().zip(env) {
+            *p = e.as_char_ptr().cast_mut();
+        }
+        // `envp` is NULL-terminated (`env.len() < MAX`); the uevent code only reads the strings.
+        // SAFETY: the target is live (`from_raw`), hence its table and mapped device.
+        kernel::error::to_result(unsafe {
+            bindings::dm_rust_uevent_change(self.as_raw(), envp.as_mut_ptr())
+        })
+    }
+
+    /// Sends a device-mapper audit event about the target (`dm_audit_log_target`).
+    pub fn audit_event(&self, prefix: &CStr, op: &CStr, result: c_int) {
+        // SAFETY: the target is live (`from_raw`); the strings are read during the call only.
+        unsafe {
+            bindings::dm_audit_log_ti(
+                bindings::DM_RUST_AUDIT_DM_EVENT,
+                prefix.as_char_ptr(),
+                op.as_char_ptr(),
+                self.as_raw(),
+                result,
+            )
+        };
+    }
+
     /// Tells the LSMs (IPE) the dm-verity properties of the mapped device: the root digest and
     /// its algorithm, and the root hash signature, or its absence, which is also a property.
     /// On failure the root digest is withdrawn again, so the device carries none.
-    pub fn set_verity_integrity(&self, alg: &CStr, digest: &[u8], sig: Option<&[u8]>) -> Result {
+    pub fn set_verity_integrity(
+        &self,
+        alg: &CStr,
+        digest: &[u8],
+        sig: Option<&[u8]>,
+        _s: &MaySleep<'_>,
+    ) -> Result {
         let bdev = self.mapped_bdev();
         let root = bindings::dm_verity_digest {
             alg: alg.as_char_ptr(),
@@ -211,7 +284,8 @@ impl Ti {
             digest_len: digest.len(),
         };
         // The LSMs copy what they keep of `root` during the call.
-        // SAFETY: `bdev` is the live mapped device; `root` points to valid memory.
+        // SAFETY: `bdev` is the live mapped device (`mapped_bdev`); `root` and what it points to
+        // are valid for the call.
         kernel::error::to_result(unsafe {
             bindings::security_bdev_setintegrity(
                 bdev,
@@ -248,41 +322,81 @@ impl Ti {
     }
 }
 
-/// The target being constructed: a [`Ti`] plus what a constructor may set up.
+/// The target being constructed.
 pub struct TargetCtx<'a> {
     ti: *mut bindings::dm_target,
+    /// Devices opened so far; the adapter puts them (on failure) or keeps them in the holder.
+    devices: KVec<*mut bindings::dm_dev>,
+    sleep: MaySleep<'a>,
     _p: PhantomData<&'a mut bindings::dm_target>,
 }
 
-impl TargetCtx<'_> {
-    /// The target as seen by the other callbacks.
-    pub fn ti(&self) -> &Ti {
-        // SAFETY: `self.ti` is live for the whole constructor call (`TargetCtx`'s lifetime).
-        unsafe { Ti::from_raw(self.ti) }
+impl<'a> TargetCtx<'a> {
+    /// Process context: the constructor may sleep.
+    pub fn may_sleep(&self) -> &MaySleep<'a> {
+        &self.sleep
     }
 
-    /// Opens `path` (a device path or `major:minor`) with the table's mode.
+    /// First sector of the target in the mapped device.
+    pub fn begin(&self) -> u64 {
+        // SAFETY: `ti` is live for the constructor call (`Adapter::ctr`); `begin` is set.
+        unsafe { (*self.ti).begin }
+    }
+
+    /// Length of the target in sectors.
+    pub fn len(&self) -> u64 {
+        // SAFETY: as for `begin`.
+        unsafe { (*self.ti).len }
+    }
+
+    fn mode(&self) -> bindings::blk_mode_t {
+        // SAFETY: `ti` is live for the constructor call and belongs to the table being loaded.
+        unsafe { bindings::dm_table_get_mode((*self.ti).table) }
+    }
+
+    /// Opens `path` (a device path or `major:minor`) with the table's mode. The adapter releases
+    /// the device (`dm_put_device`) after the target's state is dropped; the returned [`Device`]
+    /// holds its own reference to the block device, so it stays valid wherever it is kept.
     pub fn get_device(&mut self, path: &[u8]) -> Result<Device, CtrError> {
-        // SAFETY: `self.ti` is live and is being constructed, so it belongs to a table.
-        let mode = unsafe { bindings::dm_table_get_mode((*self.ti).table) };
-        // `Device` releases the device in `Drop`, when the target state owning it is dropped by
-        // the destructor, while `ti` is still live.
-        // SAFETY: `self.ti` is a target under construction.
-        unsafe { Device::open(self.ti, path, mode) }
-            .map_err(|e| CtrError::new(e, c"Device lookup failed"))
+        let lookup = |e| CtrError::new(e, c"Device lookup failed");
+        self.devices
+            .reserve(1, GFP_KERNEL)
+            .map_err(|_| lookup(ENOMEM))?;
+        let mut cpath = KVec::with_capacity(path.len() + 1, GFP_KERNEL).map_err(|_| lookup(ENOMEM))?;
+        cpath
+            .extend_from_slice(path, GFP_KERNEL)
+            .map_err(|_| lookup(ENOMEM))?;
+        cpath.push(0, GFP_KERNEL).map_err(|_| lookup(ENOMEM))?;
+        let mut dev = core::ptr::null_mut();
+        // SAFETY: `ti` is a target under construction (`Adapter::ctr`); `cpath` is NUL-terminated.
+        let r =
+            unsafe { bindings::dm_get_device(self.ti, cpath.as_ptr().cast(), self.mode(), &mut dev) };
+        if r != 0 {
+            return Err(lookup(Error::from_errno(r)));
+        }
+        // Cannot fail: room was reserved above.
+        let _ = self.devices.push(dev, GFP_KERNEL);
+        // SAFETY: `dev` was just returned by `dm_get_device` and stays open until the adapter
+        // puts it, after this call returns.
+        Ok(unsafe { Device::from_dm_dev(dev) })
     }
 
     /// Whether the table is loaded read-only (`dmsetup --readonly`).
     pub fn read_only(&self) -> bool {
-        // SAFETY: `self.ti` is live and belongs to a table.
-        let mode = unsafe { bindings::dm_table_get_mode((*self.ti).table) };
-        mode & !bindings::DM_RUST_BLK_OPEN_READ == 0
+        self.mode() & !bindings::DM_RUST_BLK_OPEN_READ == 0
     }
 
     /// Number of empty flush bios device-mapper sends to `map` for each flush.
     pub fn set_num_flush_bios(&mut self, n: u32) {
-        // SAFETY: the constructor has exclusive access to `ti`.
+        // SAFETY: the constructor has exclusive access to `ti` (`Adapter::ctr`).
         unsafe { (*self.ti).num_flush_bios = n };
+    }
+
+    /// Lets device-mapper send flushes straight to the underlying devices, without `map`, when
+    /// every target of the table allows it. Only for targets that pass flushes on unchanged.
+    pub fn set_flush_bypasses_map(&mut self, on: bool) {
+        // SAFETY: as above.
+        unsafe { (*self.ti).set_flush_bypasses_map(on.into()) };
     }
 
     /// Number of bios device-mapper sends to `map` for each discard (0 disables discards).
@@ -304,17 +418,6 @@ impl TargetCtx<'_> {
     }
 }
 
-/// Gets the target's state back from `ti->private`.
-///
-/// # Safety
-///
-/// `ti` must be a live target whose constructor (`ctr::<T>`) succeeded and whose destructor has
-/// not yet run.
-pub(crate) unsafe fn state<'a, T: Target>(ti: *mut bindings::dm_target) -> &'a T {
-    // SAFETY: `ctr::<T>` stored a `Pin<KBox<T>>` there, which `dtr::<T>` frees.
-    unsafe { &*(*ti).private.cast::<T>() }
-}
-
 /// Collects C `argv` into slices for [`Args`] (without the NUL terminators).
 ///
 /// # Safety
@@ -330,78 +433,159 @@ unsafe fn collect_args<'a>(argc: c_uint, argv: *mut *mut c_char) -> Result<KVec<
     Ok(v)
 }
 
+/// Puts devices opened with `dm_get_device` for `ti`, last opened first.
+///
+/// # Safety
+///
+/// `ti` is live and each of `devices` was returned by `dm_get_device` for it and not put yet.
+unsafe fn put_devices(ti: *mut bindings::dm_target, devices: &[*mut bindings::dm_dev]) {
+    for &d in devices.iter().rev() {
+        // SAFETY: by the contract above.
+        unsafe { bindings::dm_put_device(ti, d) };
+    }
+}
+
 /// The C callbacks of a [`Target`]. Each function below is called by device-mapper through the
 /// `struct target_type` in `rust/glue.c`, via the `extern "C"` functions that
 /// [`declare_target!`](crate::declare_target) generates.
+///
+/// Device-mapper's contract, which every function relies on: `ctr` gets a new `dm_target` of
+/// this type and `argc` strings; the other callbacks are called only between a successful `ctr`
+/// and `dtr`, with `ti` live (it is freed after `dtr` returns); `map` and `end_io` get a bio
+/// that is the target's until it is remapped or completed; no bio is in flight in the target
+/// when `postsuspend` and `dtr` run.
 pub struct Adapter<T>(PhantomData<T>);
 
 impl<T: Target> Adapter<T> {
     /// # Safety
     ///
-    /// Device-mapper's `ctr` contract: `ti` is a new target of this type, `argv` holds `argc`
-    /// strings. Same for the other callbacks below, which device-mapper calls only between a
-    /// successful `ctr` and `dtr`.
+    /// Device-mapper's `ctr` contract (see [`Adapter`]).
     pub unsafe fn ctr(ti: *mut bindings::dm_target, argc: c_uint, argv: *mut *mut c_char) -> c_int {
+        const {
+            assert!(
+                T::WORKQUEUE.is_some() || !T::HAS_IO_DONE,
+                "a target with io_done needs a WORKQUEUE"
+            )
+        };
+        // SAFETY: device-mapper calls `ctr` in process context with no lock that forbids sleeping.
+        let sleep = unsafe { MaySleep::new() };
         let mut ctx = TargetCtx {
             ti,
+            devices: KVec::new(),
+            sleep,
             _p: PhantomData,
         };
-        // SAFETY: by the contract above.
-        let argv = match unsafe { collect_args(argc, argv) } {
-            Ok(v) => v,
-            Err(e) => return Self::fail(ti, CtrError::new(e, c"Cannot allocate memory")),
-        };
-        let mut args = Args::new(&argv);
-        match T::new(&mut ctx, &mut args) {
-            Ok(state) => {
-                if T::HAS_IO_DONE {
-                    // SAFETY: the constructor owns `ti`.
-                    unsafe { (*ti).per_io_data_size = io::PER_IO_SIZE };
-                }
-                // SAFETY: the state is never moved out of the box again: `dtr` frees it in place.
-                let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(state) });
-                // SAFETY: the constructor owns `ti`.
-                unsafe { (*ti).private = raw.cast::<c_void>() };
-                0
+        let r = Self::construct(&mut ctx, argc, argv);
+        if let Some(prefix) = T::AUDIT_PREFIX {
+            // SAFETY: `ti` is live during `ctr`; `dm_audit_log_ctr` only reads the strings.
+            unsafe {
+                bindings::dm_audit_log_ti(
+                    bindings::DM_RUST_AUDIT_DM_CTRL,
+                    prefix.as_char_ptr(),
+                    c"ctr".as_char_ptr(),
+                    ti,
+                    r.is_ok().into(),
+                )
+            };
+        }
+        match r {
+            Ok(()) => 0,
+            Err(e) => {
+                // SAFETY: `ctx.devices` were opened for `ti` by `get_device` and are not kept.
+                unsafe { put_devices(ti, &ctx.devices) };
+                // SAFETY: the constructor owns `ti`; device-mapper only reads `error`, a static
+                // string.
+                unsafe { (*ti).error = e.msg.as_char_ptr().cast_mut() };
+                e.errno.to_errno()
             }
-            Err(e) => Self::fail(ti, e),
         }
     }
 
-    fn fail(ti: *mut bindings::dm_target, e: CtrError) -> c_int {
-        // SAFETY: the constructor owns `ti`; device-mapper only reads `error` (a static string).
-        unsafe { (*ti).error = e.msg.as_char_ptr().cast_mut() };
-        e.errno.to_errno()
+    /// Runs the target's constructor; on success `ti->private` holds the [`Holder`] and the
+    /// devices moved from `ctx` into it.
+    fn construct(ctx: &mut TargetCtx<'_>, argc: c_uint, argv: *mut *mut c_char) -> Result<(), CtrError> {
+        fn nomem<E>(_: E) -> CtrError {
+            CtrError::new(ENOMEM, c"Cannot allocate memory")
+        }
+        let wq = match T::WORKQUEUE {
+            Some(cfg) => Some(
+                Workqueue::new(cfg.name, cfg.flags, 0)
+                    .map_err(|e| CtrError::new(e, c"Cannot allocate workqueue"))?,
+            ),
+            None => None,
+        };
+        // SAFETY: device-mapper's `ctr` contract: `argv` holds `argc` strings for the call.
+        let argv = unsafe { collect_args(argc, argv) }.map_err(nomem)?;
+        let mut args = Args::new(&argv);
+        let target = T::new(ctx, &mut args)?;
+        // The devices move into the holder only once it exists: if the allocation fails, the
+        // caller still has them to put.
+        let mut holder = KBox::new(
+            Holder {
+                wq,
+                target,
+                devices: KVec::new(),
+            },
+            GFP_KERNEL,
+        )
+        .map_err(nomem)?;
+        holder.devices = core::mem::take(&mut ctx.devices);
+        let ti = ctx.ti;
+        if T::HAS_IO_DONE {
+            // SAFETY: the constructor owns `ti`; `io::hook` relies on this size.
+            unsafe { (*ti).per_io_data_size = io::PER_IO_SIZE };
+        }
+        // SAFETY: the constructor owns `ti`; `dtr` takes the box back.
+        unsafe { (*ti).private = KBox::into_raw(holder).cast::<c_void>() };
+        Ok(())
     }
 
     /// # Safety
     ///
-    /// See [`Adapter::ctr`].
+    /// See [`Adapter`].
     pub unsafe fn dtr(ti: *mut bindings::dm_target) {
-        // SAFETY: `private` holds the box `ctr` leaked; the target is going away.
-        let t = unsafe { KBox::from_raw((*ti).private.cast::<T>()) };
-        // Work deferred with `work::defer` refers to the target: let it finish first.
-        if let Some(q) = t.io_queue() {
-            q.flush();
+        // SAFETY: `private` holds the box `ctr` leaked; the target is going away and no callback
+        // runs concurrently with the destructor.
+        let holder = unsafe { KBox::from_raw((*ti).private.cast::<Holder<T>>()) };
+        let Holder {
+            wq,
+            target,
+            devices,
+        } = KBox::into_inner(holder);
+        // Deferred work refers to the state: `destroy_workqueue` waits for all of it first.
+        drop(wq);
+        drop(target);
+        // SAFETY: `devices` were opened for `ti` in `ctr`; the state that used them is gone.
+        unsafe { put_devices(ti, &devices) };
+        if let Some(prefix) = T::AUDIT_PREFIX {
+            // SAFETY: `ti` is live until `dtr` returns.
+            unsafe {
+                bindings::dm_audit_log_ti(
+                    bindings::DM_RUST_AUDIT_DM_CTRL,
+                    prefix.as_char_ptr(),
+                    c"dtr".as_char_ptr(),
+                    ti,
+                    1,
+                )
+            };
         }
-        drop(t);
     }
 
     /// # Safety
     ///
-    /// See [`Adapter::ctr`]; `bio` is a bio device-mapper hands to this target.
+    /// See [`Adapter`]; `bio` is a bio device-mapper hands to this target.
     pub unsafe fn map(ti: *mut bindings::dm_target, bio: *mut bindings::bio) -> c_int {
-        // SAFETY: by the contract above.
-        let (t, ti, bio) = unsafe { (state::<T>(ti), Ti::from_raw(ti), Bio::from_raw(bio)) };
-        (match t.map(ti, bio) {
+        // SAFETY: the target is constructed (see `Adapter`) and the bio is ours until remapped.
+        let (ti, bio) = unsafe { (Ti::<T>::from_raw(ti), Bio::from_raw(bio)) };
+        (match ti.holder().target.map(ti, bio) {
             MapResult::Remapped => bindings::DM_MAPIO_REMAPPED,
-            MapResult::Submitted => bindings::DM_MAPIO_SUBMITTED,
             MapResult::Kill => bindings::DM_MAPIO_KILL,
             MapResult::Requeue => bindings::DM_MAPIO_REQUEUE,
             MapResult::RemappedCompleteInWork => {
                 if T::HAS_IO_DONE {
                     // The bio is returned as remapped right below.
-                    // SAFETY: `per_io_data_size` was set for `io_done` in `ctr`.
+                    // SAFETY: `ctr` set `per_io_data_size` for `io_done` targets, whose workqueue
+                    // exists (the assertion in `ctr`).
                     unsafe { io::hook::<T>(ti.as_raw(), bio.as_raw()) };
                 }
                 bindings::DM_MAPIO_REMAPPED
@@ -417,38 +601,59 @@ impl<T: Target> Adapter<T> {
         bio: *mut bindings::bio,
         error: *mut bindings::blk_status_t,
     ) -> c_int {
-        let (t, ti, bio, status) =
-            // SAFETY: by the contract above.
-            unsafe { (state::<T>(ti), Ti::from_raw(ti), Bio::from_raw(bio), &mut *error) };
-        (match t.end_io(ti, bio, status) {
+        let (ti, bio, status) =
+            // SAFETY: as in `map`; device-mapper passes the status of this bio to change.
+            unsafe { (Ti::<T>::from_raw(ti), Bio::from_raw(bio), &mut *error) };
+        (match ti.holder().target.end_io(ti, bio, status) {
             EndIo::Done => bindings::DM_ENDIO_DONE,
-            EndIo::Incomplete => bindings::DM_ENDIO_INCOMPLETE,
             EndIo::Requeue => bindings::DM_ENDIO_REQUEUE,
         }) as c_int
     }
 
+    /// Runs `f` with the target and a [`MaySleep`] for a process-context callback.
+    ///
     /// # Safety
     ///
-    /// See [`Adapter::ctr`].
+    /// See [`Adapter`]; device-mapper calls the callback in process context.
+    unsafe fn in_process<R>(
+        ti: *mut bindings::dm_target,
+        f: impl FnOnce(&T, &Ti<T>, &MaySleep<'_>) -> R,
+    ) -> R {
+        // SAFETY: by the contract above.
+        let (ti, s) = unsafe { (Ti::<T>::from_raw(ti), MaySleep::new()) };
+        f(&ti.holder().target, ti, &s)
+    }
+
+    /// # Safety
+    ///
+    /// See [`Adapter`].
     pub unsafe fn presuspend(ti: *mut bindings::dm_target) {
-        // SAFETY: by the contract above.
-        unsafe { state::<T>(ti).presuspend(Ti::from_raw(ti)) }
+        // SAFETY: device-mapper calls `presuspend` in process context.
+        unsafe { Self::in_process(ti, |t, ti, s| t.presuspend(ti, s)) }
     }
 
     /// # Safety
     ///
-    /// See [`Adapter::ctr`].
+    /// See [`Adapter`].
     pub unsafe fn postsuspend(ti: *mut bindings::dm_target) {
-        // SAFETY: by the contract above.
-        unsafe { state::<T>(ti).postsuspend(Ti::from_raw(ti)) }
+        // SAFETY: device-mapper calls `postsuspend` in process context.
+        unsafe {
+            Self::in_process(ti, |t, ti, s| {
+                // Work deferred before the suspend finishes before the target hears of it.
+                if let Some(wq) = &ti.holder().wq {
+                    wq.flush();
+                }
+                t.postsuspend(ti, s)
+            })
+        }
     }
 
     /// # Safety
     ///
-    /// See [`Adapter::ctr`].
+    /// See [`Adapter`].
     pub unsafe fn preresume(ti: *mut bindings::dm_target) -> c_int {
-        // SAFETY: by the contract above.
-        match unsafe { state::<T>(ti).preresume(Ti::from_raw(ti)) } {
+        // SAFETY: device-mapper calls `preresume` in process context.
+        match unsafe { Self::in_process(ti, |t, ti, s| t.preresume(ti, s)) } {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
@@ -456,15 +661,15 @@ impl<T: Target> Adapter<T> {
 
     /// # Safety
     ///
-    /// See [`Adapter::ctr`].
+    /// See [`Adapter`].
     pub unsafe fn resume(ti: *mut bindings::dm_target) {
-        // SAFETY: by the contract above.
-        unsafe { state::<T>(ti).resume(Ti::from_raw(ti)) }
+        // SAFETY: device-mapper calls `resume` in process context.
+        unsafe { Self::in_process(ti, |t, ti, s| t.resume(ti, s)) }
     }
 
     /// # Safety
     ///
-    /// See [`Adapter::ctr`]; `result` has room for `maxlen` bytes.
+    /// See [`Adapter`]; `result` has room for `maxlen` bytes.
     pub unsafe fn status(
         ti: *mut bindings::dm_target,
         kind: bindings::status_type_t,
@@ -472,18 +677,19 @@ impl<T: Target> Adapter<T> {
         result: *mut c_char,
         maxlen: c_uint,
     ) {
-        // SAFETY: by the contract above.
+        // SAFETY: device-mapper's result buffer has room for `maxlen` bytes during the call.
         let mut out = unsafe { StatusWriter::from_raw(result, maxlen) };
         let Some(kind) = StatusType::from_raw(kind) else {
             return;
         };
-        // SAFETY: by the contract above.
-        unsafe { state::<T>(ti).status(Ti::from_raw(ti), kind, &mut out) };
+        // SAFETY: the target is constructed (see `Adapter`).
+        let ti = unsafe { Ti::<T>::from_raw(ti) };
+        ti.holder().target.status(ti, kind, &mut out);
     }
 
     /// # Safety
     ///
-    /// See [`Adapter::ctr`]; `argv` holds `argc` strings, `result` has room for `maxlen` bytes.
+    /// See [`Adapter`]; `argv` holds `argc` strings, `result` has room for `maxlen` bytes.
     pub unsafe fn message(
         ti: *mut bindings::dm_target,
         argc: c_uint,
@@ -491,16 +697,17 @@ impl<T: Target> Adapter<T> {
         result: *mut c_char,
         maxlen: c_uint,
     ) -> c_int {
-        // SAFETY: by the contract above.
+        // SAFETY: device-mapper passes `argc` strings that live for the call.
         let argv = match unsafe { collect_args(argc, argv) } {
             Ok(v) => v,
             Err(e) => return e.to_errno(),
         };
-        // SAFETY: by the contract above.
+        // SAFETY: device-mapper's result buffer has room for `maxlen` bytes during the call.
         let mut out = unsafe { StatusWriter::from_raw(result, maxlen) };
         let mut args = Args::new(&argv);
-        // SAFETY: by the contract above.
-        match unsafe { state::<T>(ti) }.message(&mut args, &mut out) {
+        // SAFETY: device-mapper calls `message` in process context (an ioctl).
+        let r = unsafe { Self::in_process(ti, |t, ti, s| t.message(ti, &mut args, &mut out, s)) };
+        match r {
             Ok(()) => 0,
             Err(e) => e.to_errno(),
         }
@@ -508,26 +715,29 @@ impl<T: Target> Adapter<T> {
 
     /// # Safety
     ///
-    /// See [`Adapter::ctr`]; `f` and `data` are device-mapper's callout and its argument.
+    /// See [`Adapter`]; `f` and `data` are device-mapper's callout and its argument.
     pub unsafe fn iterate_devices(
         ti: *mut bindings::dm_target,
         f: bindings::iterate_devices_callout_fn,
         data: *mut c_void,
     ) -> c_int {
-        // SAFETY: by the contract above.
-        let mut visit = unsafe { DeviceVisitor::new(ti, f, data) };
-        // SAFETY: by the contract above.
-        unsafe { state::<T>(ti) }.iterate_devices(&mut visit)
+        // SAFETY: the target is constructed (see `Adapter`).
+        let ti = unsafe { Ti::<T>::from_raw(ti) };
+        let holder = ti.holder();
+        // SAFETY: `f` and `data` are the callout in progress; the devices are the target's own.
+        let mut visit = unsafe { DeviceVisitor::new(ti.as_raw(), f, data, &holder.devices) };
+        holder.target.iterate_devices(&mut visit)
     }
 
     /// # Safety
     ///
-    /// See [`Adapter::ctr`]; `limits` are the limits being computed for the mapped device.
+    /// See [`Adapter`]; `limits` are the limits being computed for the mapped device.
     pub unsafe fn io_hints(ti: *mut bindings::dm_target, limits: *mut bindings::queue_limits) {
-        // SAFETY: by the contract above; device-mapper holds no other reference to `limits`.
+        // SAFETY: device-mapper holds no other reference to `limits` during the call.
         let mut limits = unsafe { QueueLimits::from_raw(limits) };
-        // SAFETY: by the contract above.
-        unsafe { state::<T>(ti) }.io_hints(&mut limits);
+        // SAFETY: the target is constructed (see `Adapter`).
+        let ti = unsafe { Ti::<T>::from_raw(ti) };
+        ti.holder().target.io_hints(&mut limits);
     }
 }
 

@@ -16,7 +16,7 @@ pub mod table;
 pub mod tree;
 
 use core::pin::Pin;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use kernel::ffi::c_int;
 use kernel::prelude::*;
@@ -26,9 +26,10 @@ use crate::dm::bio::Op;
 use crate::dm::bitmap::AtomicBitmap;
 use crate::dm::bufio::BufioClient;
 use crate::dm::device::QueueLimits;
+use crate::dm::context::MaySleep;
 use crate::dm::hash::{Desc, Shash};
-use crate::dm::io::{BlockError, DoneIo};
-use crate::dm::work::{self, Defer, Workqueue};
+use crate::dm::io::{BlockError, DoneIo, IoBlock};
+use crate::dm::work::{self, Defer, WorkqueueConfig};
 use crate::dm::{
     keys, system, Args, Bio, CtrError, Device, DeviceVisitor, MapResult, StatusType, StatusWriter,
     Target, TargetCtx, Ti,
@@ -36,7 +37,15 @@ use crate::dm::{
 use table::{CorruptionMode, IoErrorMode, VerityTable, MAX_DIGEST_SIZE};
 use tree::{Digest, Geometry, HashError};
 
-/// Corruption messages logged per target at most (as dm-verity).
+/// Logs an error the way dm-verity's messages read (`device-mapper: verity: ...`), so that what
+/// users grep for finds ours too.
+macro_rules! verity_err {
+    ($($arg:tt)*) => {
+        pr_err!("device-mapper: verity: {}\n", format_args!($($arg)*))
+    };
+}
+
+/// Corruptions counted (and reported) per target at most (as dm-verity).
 const MAX_CORRUPTED_ERRS: u32 = 100;
 
 /// Bytes of hash blocks read ahead around a read's hashes at the lowest tree level.
@@ -81,6 +90,22 @@ fn saved_table<'a>(slices: &'a [&'a [u8]]) -> Option<VerityTable<'a>> {
     VerityTable::parse(&mut args, bindings::DM_RUST_PAGE_SIZE as u32).ok()
 }
 
+/// The kind of a corrupted block, as dm-verity numbers it in its uevent.
+#[derive(Clone, Copy)]
+enum BlockKind {
+    Data = 0,
+    Metadata = 1,
+}
+
+impl BlockKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Data => "data",
+            Self::Metadata => "metadata",
+        }
+    }
+}
+
 /// What went wrong verifying a read.
 enum Failure {
     /// A digest did not match (already handled per the corruption mode).
@@ -91,11 +116,10 @@ enum Failure {
 
 /// A verity target.
 pub(crate) struct Verity {
-    /// Where `io_done` and prefetches run.
-    wq: Workqueue,
     /// The hash device's blocks (owns the hash device).
     hashes: BufioClient,
-    /// Data blocks read again, away from the bio's pages, when their digest did not match.
+    /// Data blocks read again from the data device, away from the bio's pages, when their digest
+    /// did not match (forgotten before and after, so each read reaches the device).
     recheck: BufioClient,
     data_dev: Device,
     tfm: Shash,
@@ -115,8 +139,8 @@ pub(crate) struct Verity {
     len: u64,
     /// A mismatch was seen (status `C`).
     hash_failed: AtomicBool,
+    /// Corruptions counted so far (at most `MAX_CORRUPTED_ERRS`), whether logged or not.
     corrupted_errs: AtomicU32,
-    last_logged: AtomicU64,
 }
 
 /// Hashing through the kernel crypto API for the pure tree code.
@@ -147,21 +171,58 @@ impl Verity {
         tree::hash_block(&mut d, self.geo.version(), &self.salt, data, out).map_err(|_| Failure::Io)
     }
 
-    /// Records a mismatch in `kind` block `block`; returns whether the I/O must fail.
-    fn corruption(&self, kind: &str, block: u64) -> bool {
+    /// Hashes a data block of a bio in place (salted as `tree::hash_block` does).
+    fn hash_io(&self, block: &IoBlock<'_>, out: &mut [u8]) -> Result<(), Failure> {
+        let mut d = self.tfm.desc();
+        let r = d.init().and_then(|()| {
+            if self.geo.version() == 0 {
+                d.update_block(block)?;
+                d.update(&self.salt)
+            } else {
+                d.update(&self.salt)?;
+                d.update_block(block)
+            }
+        });
+        r.and_then(|()| d.finup(&[], out)).map_err(|_| Failure::Io)
+    }
+
+    /// Records a mismatch in `kind` block `block` as dm-verity does: status `C` always; the
+    /// first `MAX_CORRUPTED_ERRS` are counted, logged (rate-limited), and reported by a
+    /// `KOBJ_CHANGE` uevent (`DM_VERITY_ERR_BLOCK_NR=<kind>,<block>`) and an audit record.
+    /// Returns whether the I/O must fail.
+    fn corruption(&self, cx: &Cx<'_, '_>, kind: BlockKind, block: u64) -> bool {
+        let Cx { ti, io, s } = *cx;
         self.hash_failed.store(true, Ordering::Relaxed);
-        let n = self.corrupted_errs.load(Ordering::Relaxed);
-        let repeat = self.last_logged.swap(block, Ordering::Relaxed) == block;
-        if n < MAX_CORRUPTED_ERRS && !repeat && system::log_ratelimited() {
-            self.corrupted_errs.fetch_add(1, Ordering::Relaxed);
-            pr_err!(
-                "{}: {} block {} is corrupted\n",
-                self.data_dev.name(),
-                kind,
-                block
-            );
+        let counted = self
+            .corrupted_errs
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < MAX_CORRUPTED_ERRS).then_some(n + 1)
+            });
+        if let Ok(n) = counted {
+            let op = match kind {
+                BlockKind::Data => c"verify-data",
+                BlockKind::Metadata => c"verify-metadata",
+            };
+            io.audit(c"verity", op, block, 0);
+            if system::log_ratelimited() {
+                verity_err!(
+                    "{}: {} block {} is corrupted",
+                    self.data_dev.name(),
+                    kind.name(),
+                    block
+                );
+            }
             if n + 1 == MAX_CORRUPTED_ERRS {
-                pr_err!("{}: reached maximum errors\n", self.data_dev.name());
+                verity_err!("{}: reached maximum errors", self.data_dev.name());
+                ti.audit_event(c"verity", c"max-corrupted-errors", 0);
+            }
+            let env = kernel::str::CString::try_from_fmt(fmt!(
+                "DM_VERITY_ERR_BLOCK_NR={},{}",
+                kind as u32,
+                block
+            ));
+            if let Ok(env) = env {
+                let _ = ti.uevent_change(&[&env], s);
             }
         }
         match self.corruption_mode {
@@ -174,13 +235,13 @@ impl Verity {
 
     /// Finds the digest of data block `block` in the tree, verifying every hash block on the
     /// way up to the first one already verified (or the root).
-    fn digest_of(&self, block: u64, digest: &mut [u8]) -> Result<(), Failure> {
+    fn digest_of(&self, cx: &Cx<'_, '_>, block: u64, digest: &mut [u8]) -> Result<(), Failure> {
         let ds = self.digest_size();
         let levels = self.geo.levels();
         let pos = |level| self.geo.digest_position(block, level).ok_or(Failure::Io);
         if levels > 0 {
             let (hb, off) = pos(0)?;
-            let buf = self.hashes.read(hb).map_err(|_| Failure::Io)?;
+            let buf = self.hashes.read(cx.s, hb).map_err(|_| Failure::Io)?;
             if buf.verified() {
                 digest.copy_from_slice(&buf.data()[off..off + ds]);
                 return Ok(());
@@ -189,13 +250,13 @@ impl Verity {
         digest.copy_from_slice(&self.root[..ds]);
         for level in (0..levels).rev() {
             let (hb, off) = pos(level)?;
-            let buf = self.hashes.read(hb).map_err(|_| Failure::Io)?;
+            let buf = self.hashes.read(cx.s, hb).map_err(|_| Failure::Io)?;
             if !buf.verified() {
                 let mut real = [0u8; MAX_DIGEST_SIZE];
                 self.hash(buf.data(), &mut real[..ds])?;
                 if real[..ds] == digest[..] {
                     buf.set_verified();
-                } else if self.corruption("metadata", hb) {
+                } else if self.corruption(cx, BlockKind::Metadata, hb) {
                     return Err(Failure::Mismatch);
                 }
             }
@@ -204,46 +265,54 @@ impl Verity {
         Ok(())
     }
 
-    fn verify_block(&self, block: u64, data: &mut [u8]) -> Result<(), Failure> {
+    fn verify_block(
+        &self,
+        cx: &Cx<'_, '_>,
+        block: u64,
+        data: &mut IoBlock<'_>,
+    ) -> Result<(), Failure> {
         if self.validated.as_ref().is_some_and(|v| v.test(block)) {
             return Ok(());
         }
         let ds = self.digest_size();
         let mut want = [0u8; MAX_DIGEST_SIZE];
-        self.digest_of(block, &mut want[..ds])?;
+        self.digest_of(cx, block, &mut want[..ds])?;
         if self.zero_digest.is_some_and(|z| z[..ds] == want[..ds]) {
-            data.fill(0);
+            data.zero();
             return Ok(());
         }
         let mut real = [0u8; MAX_DIGEST_SIZE];
-        self.hash(data, &mut real[..ds])?;
-        if real[..ds] == want[..ds] || self.recheck(block, data, &want[..ds]) {
+        self.hash_io(data, &mut real[..ds])?;
+        if real[..ds] == want[..ds] || self.recheck(cx.s, block, data, &want[..ds]) {
             if let Some(v) = &self.validated {
                 v.set(block);
             }
             Ok(())
-        } else if self.corruption("data", block) {
+        } else if self.corruption(cx, BlockKind::Data, block) {
             Err(Failure::Mismatch)
         } else {
             Ok(())
         }
     }
 
-    /// Reads data block `block` again into memory of our own and checks it there; if it matches
-    /// `want`, copies it into `data` and returns true. A read buffer can be user memory that
-    /// changes while we hash it (direct I/O): such a mismatch is not corruption.
-    fn recheck(&self, block: u64, data: &mut [u8], want: &[u8]) -> bool {
-        let Ok(buf) = self.recheck.read(block) else {
+    /// Reads data block `block` again from the data device into memory of our own and checks it
+    /// there; if it matches `want`, copies it into `data` and returns true. A read buffer can be
+    /// user memory that changes while we hash it (direct I/O): such a mismatch is not
+    /// corruption. The block is dropped from the recheck cache before and after, so the read
+    /// reaches the device.
+    fn recheck(&self, s: &MaySleep<'_>, block: u64, data: &mut IoBlock<'_>, want: &[u8]) -> bool {
+        self.recheck.forget(s, block);
+        let Ok(buf) = self.recheck.read(s, block) else {
             return false;
         };
         let mut real = [0u8; MAX_DIGEST_SIZE];
         let ok =
             self.hash(buf.data(), &mut real[..want.len()]).is_ok() && real[..want.len()] == *want;
         if ok {
-            data.copy_from_slice(buf.data());
+            data.copy_from(buf.data());
         }
         drop(buf);
-        self.recheck.forget(block);
+        self.recheck.forget(s, block);
         ok
     }
 
@@ -260,6 +329,15 @@ impl Verity {
     }
 }
 
+/// What the checks of one read need: the target, the bio (for audit records) and the right to
+/// sleep.
+#[derive(Clone, Copy)]
+struct Cx<'a, 'b> {
+    ti: &'a Ti<Verity>,
+    io: &'a DoneIo<'b>,
+    s: &'a MaySleep<'a>,
+}
+
 /// A range of data blocks whose hash blocks to read ahead.
 pub(crate) struct Prefetch {
     block: u64,
@@ -271,7 +349,7 @@ impl Defer for Verity {
 
     /// Reads ahead the hash blocks a read will need, below the top level (always cached once
     /// read); at the lowest level a whole aligned cluster, which helps sequential reads.
-    fn run_deferred(&self, _ti: &Ti, p: Prefetch) {
+    fn run_deferred(&self, _ti: &Ti<Self>, p: Prefetch, s: &MaySleep<'_>) {
         let levels = self.geo.levels();
         let last = p.block + p.count - 1;
         for level in (0..levels.saturating_sub(1)).rev() {
@@ -287,7 +365,7 @@ impl Defer for Verity {
                 start &= !(cluster - 1);
                 end = (end | (cluster - 1)).min(self.geo.hash_end() - 1);
             }
-            self.hashes.prefetch(start, (end - start + 1) as u32);
+            self.hashes.prefetch(s, start, (end - start + 1) as u32);
         }
     }
 }
@@ -300,6 +378,12 @@ impl Target for Verity {
     const VERSION: [u32; 3] = [1, 13, 0];
     // The LSMs rely on a verity table being the only target and never changing.
     const FEATURES: u64 = (bindings::DM_TARGET_SINGLETON | bindings::DM_TARGET_IMMUTABLE) as u64;
+    /// Where `io_done` and prefetches run (as dm-verity's `kverityd`).
+    const WORKQUEUE: Option<WorkqueueConfig> = Some(WorkqueueConfig {
+        name: c"kverityd_rs",
+        flags: work::flags::MEM_RECLAIM | work::flags::HIGHPRI | work::flags::PERCPU,
+    });
+    const AUDIT_PREFIX: Option<&'static CStr> = Some(c"verity");
 
     fn new(ctx: &mut TargetCtx<'_>, args: &mut Args<'_>) -> Result<Pin<KBox<Self>>, CtrError> {
         if !ctx.read_only() {
@@ -320,7 +404,7 @@ impl Target for Verity {
         if t.hash_block_size() < hash_dev.logical_block_size() {
             return Err(CtrError::new(EINVAL, c"Invalid hash device block size"));
         }
-        if ctx.ti().len() > t.data_sectors() {
+        if ctx.len() > t.data_sectors() {
             return Err(CtrError::new(EINVAL, c"Data device is too small"));
         }
 
@@ -342,6 +426,10 @@ impl Target for Verity {
                     .map_err(|e| CtrError::new(e, c"Root hash verification failed"))?;
                 Some(sig)
             }
+            // dm-verity's `require_signatures`: an unsigned root hash is refused.
+            None if crate::require_signatures() => {
+                return Err(CtrError::new(ENOKEY, c"Root hash verification failed"));
+            }
             None => None,
         };
 
@@ -357,10 +445,7 @@ impl Target for Verity {
 
         let hashes = BufioClient::new(hash_dev, t.hash_block_size(), 1)
             .map_err(|e| CtrError::new(e, c"Cannot initialize dm-bufio"))?;
-        let recheck_dev = ctx
-            .get_device(t.data_dev())
-            .map_err(|e| CtrError::new(e.errno, c"Data device lookup failed"))?;
-        let recheck = BufioClient::new(recheck_dev, t.data_block_size(), 1)
+        let recheck = BufioClient::new(data_dev.try_clone(), t.data_block_size(), 1)
             .map_err(|e| CtrError::new(e, c"Cannot initialize dm-bufio"))?;
         if hashes.device_blocks() < geo.hash_end() {
             return Err(CtrError::new(E2BIG, c"Hash device is too small"));
@@ -378,15 +463,7 @@ impl Target for Verity {
             None
         };
 
-        let wq = Workqueue::new(
-            c"kverityd_rs",
-            work::flags::MEM_RECLAIM | work::flags::HIGHPRI | work::flags::PERCPU,
-            0,
-        )
-        .map_err(|e| CtrError::new(e, c"Cannot allocate workqueue"))?;
-
         let mut v = Self {
-            wq,
             hashes,
             recheck,
             data_dev,
@@ -400,10 +477,9 @@ impl Target for Verity {
             io_error_mode: t.io_error_mode(),
             sig,
             line,
-            len: ctx.ti().len(),
+            len: ctx.len(),
             hash_failed: AtomicBool::new(false),
             corrupted_errs: AtomicU32::new(0),
-            last_logged: AtomicU64::new(u64::MAX),
         };
         if t.ignore_zero_blocks() {
             let zeros = KVec::from_elem(0u8, v.geo.data_block_size() as usize, GFP_KERNEL)
@@ -417,13 +493,18 @@ impl Target for Verity {
         KBox::pin(v, GFP_KERNEL).map_err(nomem)
     }
 
-    fn map(&self, ti: &Ti, bio: &mut Bio) -> MapResult {
-        let sector = ti.offset(bio.sector());
+    fn map(&self, ti: &Ti<Self>, bio: &mut Bio) -> MapResult {
+        // A verity table has this one target, from sector 0 (`SINGLETON`); it asks for no flush
+        // or discard bios, so a bio without data has nothing to verify.
+        let Some(sector) = bio.target_sector(ti) else {
+            bio.set_dev(&self.data_dev);
+            return MapResult::Remapped;
+        };
         bio.remap(&self.data_dev, sector);
         let block_sectors = u64::from(self.geo.data_block_size() >> 9);
         if (sector | bio.sectors()) & (block_sectors - 1) != 0 {
             if system::log_ratelimited() {
-                pr_err!("unaligned io\n");
+                verity_err!("unaligned io");
             }
             return MapResult::Kill;
         }
@@ -431,7 +512,7 @@ impl Target for Verity {
         let count = bio.sectors() / block_sectors;
         if block + count > self.geo.data_blocks() {
             if system::log_ratelimited() {
-                pr_err!("io out of range\n");
+                verity_err!("io out of range");
             }
             return MapResult::Kill;
         }
@@ -440,29 +521,26 @@ impl Target for Verity {
         }
         if count > 0 && !self.validated.as_ref().is_some_and(|v| v.test(block)) {
             // Best effort: without memory for it, the hash blocks are read when needed.
-            let _ = work::defer(self, ti, Prefetch { block, count });
+            let _ = ti.defer(Prefetch { block, count });
         }
         MapResult::RemappedCompleteInWork
     }
 
-    fn io_queue(&self) -> Option<&Workqueue> {
-        Some(&self.wq)
-    }
-
-    fn io_done(&self, _ti: &Ti, io: &mut DoneIo<'_>) -> u8 {
+    fn io_done(&self, ti: &Ti<Self>, io: &mut DoneIo<'_>, s: &MaySleep<'_>) -> u8 {
         let status = io.lower_status();
         if status != bindings::DM_RUST_BLK_STS_OK {
             return self.io_error(io, status);
         }
         let first = io.sector() / u64::from(self.geo.data_block_size() >> 9);
+        let cx = Cx { ti, io, s };
         let r = io.for_each_block(self.geo.data_block_size(), |i, data| {
-            self.verify_block(first + u64::from(i), data)
+            self.verify_block(&cx, first + u64::from(i), data)
         });
         match r {
             Ok(()) => bindings::DM_RUST_BLK_STS_OK,
             Err(BlockError::Callback(Failure::Mismatch)) => bindings::DM_RUST_BLK_STS_IOERR,
             Err(BlockError::Unaligned) => {
-                pr_err!("unaligned io (data block spans pages)\n");
+                verity_err!("unaligned io (data block spans pages)");
                 self.io_error(io, bindings::DM_RUST_BLK_STS_IOERR)
             }
             Err(BlockError::Callback(Failure::Io)) => {
@@ -471,20 +549,22 @@ impl Target for Verity {
         }
     }
 
-    fn postsuspend(&self, _ti: &Ti) {
-        self.wq.flush();
-        self.hashes.reset();
+    fn postsuspend(&self, _ti: &Ti<Self>, s: &MaySleep<'_>) {
+        // The adapter drained our workqueue and no bio is in flight, so no buffer is held; should
+        // one be, the cache is simply kept.
+        let _ = self.hashes.reset(s);
     }
 
-    fn preresume(&self, ti: &Ti) -> Result {
+    fn preresume(&self, ti: &Ti<Self>, s: &MaySleep<'_>) -> Result {
         ti.set_verity_integrity(
             self.tfm.alg_name(),
             &self.root[..self.digest_size()],
             self.sig.as_deref(),
+            s,
         )
     }
 
-    fn status(&self, ti: &Ti, kind: StatusType, out: &mut StatusWriter<'_>) {
+    fn status(&self, ti: &Ti<Self>, kind: StatusType, out: &mut StatusWriter<'_>) {
         let Ok(slices) = self.line.slices() else {
             return;
         };

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The execution context of a callback, visible in the types.
+//!
+//! Device-mapper calls `map` where sleeping is forbidden (for `REQ_NOWAIT` bios under the RCU read
+//! lock of the live table) and `end_io` from the lower device's completion (often in interrupt
+//! context). Its other callbacks, and the work the abstraction runs for a target, are in process
+//! context. The adapter lends a [`MaySleep`] only to the latter, and every function of the
+//! abstraction that may sleep takes one, so a sleeping call from `map` or `end_io` does not
+//! compile.
+
+use core::marker::PhantomData;
+
+/// Proof that the holder runs in process context and may sleep (wait for I/O, allocate with
+/// `GFP_KERNEL`, take a mutex), for as long as the borrow lasts.
+///
+/// It is neither `Send` nor `Sync`, and only lent (`&MaySleep<'_>`) for one callback, so it cannot
+/// be kept for later or handed to another thread or context.
+pub struct MaySleep<'a> {
+    _not_send: PhantomData<*mut ()>,
+    _call: PhantomData<&'a ()>,
+}
+
+impl MaySleep<'_> {
+    /// Runs `f` with a `MaySleep` during module initialisation, which the module loader runs in
+    /// process context (the `&ThisModule` that `Module::init` receives stands for that).
+    pub fn in_module_init<R>(_module: &'static kernel::ThisModule, f: impl FnOnce(&MaySleep<'_>) -> R) -> R {
+        // SAFETY: `Module::init` runs in the context of `init_module(2)`, a process that may
+        // sleep; the token is lent to `f` only.
+        f(&unsafe { Self::new() })
+    }
+
+    /// # Safety
+    ///
+    /// The caller runs in process context with no spinlock or RCU read lock held, and keeps the
+    /// token within that call.
+    pub(crate) unsafe fn new() -> Self {
+        Self {
+            _not_send: PhantomData,
+            _call: PhantomData,
+        }
+    }
+}

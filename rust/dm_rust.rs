@@ -84,7 +84,10 @@ impl kernel::Module for DmRust {
         if require {
             pr_info!("verity: root hash signatures required\n");
         }
-        let keyring = dm::keys::VerityKeyring::new(module_parameters::keyring_unsealed.value())?;
+        // Named like dm-verity's keyring only where we stand in for dm-verity.
+        let keyring_name = if upstream { c".dm-verity" } else { c".dm-verity-rs" };
+        let keyring =
+            dm::keys::VerityKeyring::new(keyring_name, module_parameters::keyring_unsealed.value())?;
         // Each registration unregisters itself when dropped, so a failure below leaves nothing
         // registered.
         let linear = linear::linear_registration(upstream)?;

@@ -60,7 +60,7 @@ impl Bio {
 
     /// Remaining size in bytes.
     pub fn size(&self) -> u32 {
-        // SAFETY: as for `sector`.
+        // SAFETY: the bio is valid and ours to read for `'a` (`from_raw`'s contract).
         unsafe { (*self.as_raw()).bi_iter.bi_size }
     }
 

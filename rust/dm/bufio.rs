@@ -25,7 +25,8 @@ pub struct BufioClient {
 
 // SAFETY: dm-bufio clients lock internally and may be used from any thread.
 unsafe impl Send for BufioClient {}
-// SAFETY: as above.
+// SAFETY: dm-bufio clients lock internally; `&BufioClient` reads, prefetches and releases
+// through the client's own locking.
 unsafe impl Sync for BufioClient {}
 
 /// Initialises the per-buffer flag of a freshly created buffer.

@@ -34,7 +34,7 @@ impl Device {
     /// `dev` must be an open `dm_dev` (returned by `dm_get_device` and not yet put) for the
     /// duration of this call.
     pub(crate) unsafe fn from_dm_dev(dev: *mut bindings::dm_dev) -> Self {
-        // SAFETY: by the contract above `dev` and its open file are valid; `get_file` takes a
+        // SAFETY: the caller guarantees `dev` is open, so it and its file are valid; `get_file` takes a
         // reference of our own that `Drop` gives back.
         let (file, bdev, name) = unsafe {
             (
@@ -84,7 +84,8 @@ impl Device {
 
     /// Logical block size of the device in bytes.
     pub fn logical_block_size(&self) -> u32 {
-        // SAFETY: as for `sectors`.
+        // SAFETY: the block device stays valid while we hold its open file (type invariant,
+        // established by `from_dm_dev` and `try_clone`).
         unsafe { bindings::dm_rust_bdev_logical_block_size(self.bdev()) }
     }
 }
@@ -155,7 +156,7 @@ impl QueueLimits<'_> {
     ///
     /// `l` must be valid and not otherwise accessed for the lifetime of the result.
     pub(crate) unsafe fn from_raw(l: *mut bindings::queue_limits) -> Self {
-        // SAFETY: by the contract above.
+        // SAFETY: the caller guarantees `l` is valid and not otherwise accessed for `'a`.
         let l = unsafe { &mut *l };
         Self { l }
     }

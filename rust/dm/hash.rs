@@ -16,7 +16,7 @@ pub struct Shash(NonNull<bindings::crypto_shash>);
 
 // SAFETY: a `crypto_shash` is immutable once set up and may be used by many descriptors at once.
 unsafe impl Send for Shash {}
-// SAFETY: as above.
+// SAFETY: `&Shash` only reads the tfm's immutable data; each `Desc` holds its own state.
 unsafe impl Sync for Shash {}
 
 impl Shash {
@@ -124,7 +124,8 @@ impl Desc<'_> {
             return Err(EINVAL);
         }
         let len = u32::try_from(data.len()).map_err(|_| EINVAL)?;
-        // SAFETY: as for `update`; `out` has room for a digest.
+        // SAFETY: the descriptor's `tfm` is set (`Shash::desc`); `data` is readable for `len`
+        // bytes and `out` has room for a digest (checked above).
         to_result(unsafe {
             bindings::crypto_shash_finup(self.raw(), data.as_ptr(), len, out.as_mut_ptr())
         })

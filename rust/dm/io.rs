@@ -41,7 +41,7 @@ pub(crate) const PER_IO_SIZE: u32 = size_of::<IoHeader>() as u32;
 /// workqueue, and `bio` a bio device-mapper handed to its `map`, about to be returned as
 /// remapped.
 pub(crate) unsafe fn hook<T: Target>(ti: *mut bindings::dm_target, bio: *mut bindings::bio) {
-    // SAFETY: by the contract above the per-bio data is ours and `PER_IO_SIZE` bytes long, and
+    // SAFETY: the caller guarantees the per-bio data is ours and `PER_IO_SIZE` bytes long, and
     // the bio is ours to change until it is submitted.
     unsafe {
         let hdr = bindings::dm_per_bio_data(bio, PER_IO_SIZE as usize).cast::<IoHeader>();
@@ -81,7 +81,8 @@ unsafe extern "C" fn end_io<T: Target>(bio: *mut bindings::bio) {
 ///
 /// `bio` is a bio hooked by `hook`, finished by the lower device, and `hdr` its header.
 unsafe fn finish(bio: *mut bindings::bio, hdr: *mut IoHeader, status: u8) {
-    // SAFETY: by the contract above; nothing touches `hdr` or `bio` after `bio_endio`.
+    // SAFETY: the caller guarantees a hooked, finished bio and its header; nothing touches
+    // `hdr` or `bio` after `bio_endio`.
     unsafe {
         (*bio).bi_end_io = (*hdr).orig_end_io;
         (*bio).bi_private = (*hdr).orig_private;
@@ -153,13 +154,14 @@ impl IoBlock<'_> {
     /// Overwrites the block with `src`, which must be as long.
     pub fn copy_from(&mut self, src: &[u8]) {
         let n = self.len.min(src.len());
-        // SAFETY: as in `copy_to`, the other way round.
+        // SAFETY: `ptr` is mapped and `len` bytes long for the callback (`for_each_block`); `src`
+        // is our own memory and cannot overlap the bio's pages.
         unsafe { bindings::memcpy(self.ptr.cast(), src.as_ptr().cast(), n) };
     }
 
     /// Overwrites the block with zeroes.
     pub fn zero(&mut self) {
-        // SAFETY: as in `copy_to`.
+        // SAFETY: `ptr` is mapped and `len` bytes long for the callback (`for_each_block`).
         unsafe { bindings::memset(self.ptr.cast(), 0, self.len) };
     }
 }
@@ -186,7 +188,8 @@ impl DoneIo<'_> {
 
     /// Size of the I/O in bytes.
     pub fn size(&self) -> u32 {
-        // SAFETY: as above.
+        // SAFETY: the header lives in the bio's per-bio data, valid until the bio completes
+        // (after `io_done` returns).
         unsafe { (*self.hdr).iter.bi_size }
     }
 
@@ -234,7 +237,7 @@ impl DoneIo<'_> {
             // SAFETY: `base` was mapped above; `block` (which borrowed it) is not used again.
             unsafe { bindings::dm_rust_kunmap_local(base.cast()) };
             r.map_err(BlockError::Callback)?;
-            // SAFETY: as above; advancing stays within the bio's size (`i < n`).
+            // SAFETY: the bio is ours until it completes; advancing stays within its size (`i < n`).
             unsafe { bindings::dm_rust_bio_advance_iter(self.bio, &mut iter, block_size) };
         }
         Ok(())

@@ -44,7 +44,8 @@ pub fn user_key_payload(description: &[u8]) -> Result<KVec<u8>> {
 /// The module's `.dm-verity` keyring while it exists (set and cleared by [`VerityKeyring`]).
 static VERITY_KEYRING: AtomicPtr<bindings::key> = AtomicPtr::new(core::ptr::null_mut());
 
-/// A `.dm-verity` keyring like dm-verity's own: root hash signatures by its keys are trusted in
+/// A `.dm-verity` keyring like dm-verity's own (`.dm-verity-rs` beside the kernel's, without
+/// upstream names): root hash signatures by its keys are trusted in
 /// addition to the kernel's trusted keyrings, once it holds keys and is sealed. It is sealed at
 /// creation unless `unsealed` (dm-verity's `keyring_unsealed`), in which case root can add keys
 /// (`keyctl padd asymmetric ... %:.dm-verity`) and then seal it (`keyctl restrict_keyring`).
@@ -53,14 +54,14 @@ pub struct VerityKeyring(NonNull<bindings::key>);
 
 // SAFETY: keys are reference counted and locked by the keys subsystem.
 unsafe impl Send for VerityKeyring {}
-// SAFETY: as above; `&VerityKeyring` gives access to nothing.
+// SAFETY: `&VerityKeyring` gives access to nothing; the keys subsystem locks the keyring.
 unsafe impl Sync for VerityKeyring {}
 
 impl VerityKeyring {
-    /// Creates the keyring (sealed unless `unsealed`) and makes it the one signatures use.
-    pub fn new(unsealed: bool) -> Result<Self> {
-        // SAFETY: the description is a static C string; module init runs in process context.
-        let k = from_err_ptr(unsafe { bindings::dm_rust_keyring_alloc(c".dm-verity".as_char_ptr()) })?;
+    /// Creates the keyring `name` (sealed unless `unsealed`) and makes it the one signatures use.
+    pub fn new(name: &'static CStr, unsealed: bool) -> Result<Self> {
+        // SAFETY: `name` is a static C string; module init runs in process context.
+        let k = from_err_ptr(unsafe { bindings::dm_rust_keyring_alloc(name.as_char_ptr()) })?;
         // `keyring_alloc` returns a valid key or an error pointer.
         let k = NonNull::new(k).ok_or(ENOMEM)?;
         let this = Self(k);

@@ -201,7 +201,8 @@ impl<T: Target> Ti<T> {
 
     /// Length of the target in sectors.
     pub fn len(&self) -> u64 {
-        // SAFETY: as for `begin`.
+        // SAFETY: `from_raw`'s contract keeps the target live; device-mapper sets `len` before
+        // the constructor and never changes it.
         unsafe { (*self.as_raw()).len }
     }
 
@@ -216,7 +217,8 @@ impl<T: Target> Ti<T> {
     /// Writes `target_name=<name>,target_version=<x.y.z>`, the start of every IMA record
     /// (`DMEMIT_TARGET_NAME_VERSION`).
     pub fn write_ima_name_version(&self, out: &mut StatusWriter<'_>) -> core::fmt::Result {
-        // SAFETY: as in `type_name`; `Registration::new` set the version before registering.
+        // SAFETY: the type is registered while a target of it exists (`Registration`), and
+        // `Registration::new` set the version before registering.
         let [a, b, c] = unsafe { (*(*self.as_raw()).type_).version };
         write!(
             out,
@@ -298,7 +300,8 @@ impl<T: Target> Ti<T> {
             Some(s) => (s.as_ptr().cast(), s.len()),
             None => (core::ptr::null(), 0),
         };
-        // SAFETY: as above; a NULL signature marks the device as unsigned.
+        // SAFETY: `bdev` is the live mapped device (`mapped_bdev`); `sig_ptr` is NULL or points to
+        // `sig_len` readable bytes; a NULL signature marks the device as unsigned.
         let r = kernel::error::to_result(unsafe {
             bindings::security_bdev_setintegrity(
                 bdev,
@@ -308,7 +311,7 @@ impl<T: Target> Ti<T> {
             )
         });
         if r.is_err() {
-            // SAFETY: as above; NULL withdraws the root digest.
+            // SAFETY: `bdev` is the live mapped device (`mapped_bdev`); NULL withdraws the digest.
             unsafe {
                 bindings::security_bdev_setintegrity(
                     bdev,
@@ -345,7 +348,7 @@ impl<'a> TargetCtx<'a> {
 
     /// Length of the target in sectors.
     pub fn len(&self) -> u64 {
-        // SAFETY: as for `begin`.
+        // SAFETY: `ti` is live for the constructor call (`Adapter::ctr`); `len` is set.
         unsafe { (*self.ti).len }
     }
 
@@ -395,25 +398,29 @@ impl<'a> TargetCtx<'a> {
     /// Lets device-mapper send flushes straight to the underlying devices, without `map`, when
     /// every target of the table allows it. Only for targets that pass flushes on unchanged.
     pub fn set_flush_bypasses_map(&mut self, on: bool) {
-        // SAFETY: as above.
+        // SAFETY: the constructor has exclusive access to `ti` (`Adapter::ctr` lends the
+        // `TargetCtx` for the constructor call only).
         unsafe { (*self.ti).set_flush_bypasses_map(on.into()) };
     }
 
     /// Number of bios device-mapper sends to `map` for each discard (0 disables discards).
     pub fn set_num_discard_bios(&mut self, n: u32) {
-        // SAFETY: as above.
+        // SAFETY: the constructor has exclusive access to `ti` (`Adapter::ctr` lends the
+        // `TargetCtx` for the constructor call only).
         unsafe { (*self.ti).num_discard_bios = n };
     }
 
     /// Number of bios device-mapper sends to `map` for each secure erase.
     pub fn set_num_secure_erase_bios(&mut self, n: u32) {
-        // SAFETY: as above.
+        // SAFETY: the constructor has exclusive access to `ti` (`Adapter::ctr` lends the
+        // `TargetCtx` for the constructor call only).
         unsafe { (*self.ti).num_secure_erase_bios = n };
     }
 
     /// Number of bios device-mapper sends to `map` for each write-zeroes request.
     pub fn set_num_write_zeroes_bios(&mut self, n: u32) {
-        // SAFETY: as above.
+        // SAFETY: the constructor has exclusive access to `ti` (`Adapter::ctr` lends the
+        // `TargetCtx` for the constructor call only).
         unsafe { (*self.ti).num_write_zeroes_bios = n };
     }
 }
@@ -440,7 +447,7 @@ unsafe fn collect_args<'a>(argc: c_uint, argv: *mut *mut c_char) -> Result<KVec<
 /// `ti` is live and each of `devices` was returned by `dm_get_device` for it and not put yet.
 unsafe fn put_devices(ti: *mut bindings::dm_target, devices: &[*mut bindings::dm_dev]) {
     for &d in devices.iter().rev() {
-        // SAFETY: by the contract above.
+        // SAFETY: the caller guarantees `ti` is live and `d` was opened for it and not put.
         unsafe { bindings::dm_put_device(ti, d) };
     }
 }
@@ -602,7 +609,8 @@ impl<T: Target> Adapter<T> {
         error: *mut bindings::blk_status_t,
     ) -> c_int {
         let (ti, bio, status) =
-            // SAFETY: as in `map`; device-mapper passes the status of this bio to change.
+            // SAFETY: the target is constructed (see `Adapter`), the bio is the one it remapped, and
+        // device-mapper passes the status of this bio for `end_io` to change.
             unsafe { (Ti::<T>::from_raw(ti), Bio::from_raw(bio), &mut *error) };
         (match ti.holder().target.end_io(ti, bio, status) {
             EndIo::Done => bindings::DM_ENDIO_DONE,
@@ -619,7 +627,7 @@ impl<T: Target> Adapter<T> {
         ti: *mut bindings::dm_target,
         f: impl FnOnce(&T, &Ti<T>, &MaySleep<'_>) -> R,
     ) -> R {
-        // SAFETY: by the contract above.
+        // SAFETY: the caller guarantees a constructed target (see `Adapter`) and process context.
         let (ti, s) = unsafe { (Ti::<T>::from_raw(ti), MaySleep::new()) };
         f(&ti.holder().target, ti, &s)
     }
@@ -757,71 +765,83 @@ macro_rules! declare_target {
                 #[no_mangle]
                 unsafe extern "C" fn [<dm_rust_ $name _ctr>](
                     ti: *mut b::dm_target, argc: c_uint, argv: *mut *mut c_char) -> c_int {
-                    // SAFETY: see above.
+                    // SAFETY: device-mapper calls this through the `target_type` below with the
+                    // arguments of its contract, which is what `Adapter` requires.
                     unsafe { A::<$ty>::ctr(ti, argc, argv) }
                 }
                 #[no_mangle]
                 unsafe extern "C" fn [<dm_rust_ $name _dtr>](ti: *mut b::dm_target) {
-                    // SAFETY: see above.
+                    // SAFETY: device-mapper calls this through the `target_type` below with the
+                    // arguments of its contract, which is what `Adapter` requires.
                     unsafe { A::<$ty>::dtr(ti) }
                 }
                 #[no_mangle]
                 unsafe extern "C" fn [<dm_rust_ $name _map>](
                     ti: *mut b::dm_target, bio: *mut b::bio) -> c_int {
-                    // SAFETY: see above.
+                    // SAFETY: device-mapper calls this through the `target_type` below with the
+                    // arguments of its contract, which is what `Adapter` requires.
                     unsafe { A::<$ty>::map(ti, bio) }
                 }
                 #[no_mangle]
                 unsafe extern "C" fn [<dm_rust_ $name _end_io>](
                     ti: *mut b::dm_target, bio: *mut b::bio, e: *mut b::blk_status_t) -> c_int {
-                    // SAFETY: see above.
+                    // SAFETY: device-mapper calls this through the `target_type` below with the
+                    // arguments of its contract, which is what `Adapter` requires.
                     unsafe { A::<$ty>::end_io(ti, bio, e) }
                 }
                 #[no_mangle]
                 unsafe extern "C" fn [<dm_rust_ $name _presuspend>](ti: *mut b::dm_target) {
-                    // SAFETY: see above.
+                    // SAFETY: device-mapper calls this through the `target_type` below with the
+                    // arguments of its contract, which is what `Adapter` requires.
                     unsafe { A::<$ty>::presuspend(ti) }
                 }
                 #[no_mangle]
                 unsafe extern "C" fn [<dm_rust_ $name _postsuspend>](ti: *mut b::dm_target) {
-                    // SAFETY: see above.
+                    // SAFETY: device-mapper calls this through the `target_type` below with the
+                    // arguments of its contract, which is what `Adapter` requires.
                     unsafe { A::<$ty>::postsuspend(ti) }
                 }
                 #[no_mangle]
                 unsafe extern "C" fn [<dm_rust_ $name _preresume>](ti: *mut b::dm_target) -> c_int {
-                    // SAFETY: see above.
+                    // SAFETY: device-mapper calls this through the `target_type` below with the
+                    // arguments of its contract, which is what `Adapter` requires.
                     unsafe { A::<$ty>::preresume(ti) }
                 }
                 #[no_mangle]
                 unsafe extern "C" fn [<dm_rust_ $name _resume>](ti: *mut b::dm_target) {
-                    // SAFETY: see above.
+                    // SAFETY: device-mapper calls this through the `target_type` below with the
+                    // arguments of its contract, which is what `Adapter` requires.
                     unsafe { A::<$ty>::resume(ti) }
                 }
                 #[no_mangle]
                 unsafe extern "C" fn [<dm_rust_ $name _status>](
                     ti: *mut b::dm_target, kind: b::status_type_t, flags: c_uint,
                     result: *mut c_char, maxlen: c_uint) {
-                    // SAFETY: see above.
+                    // SAFETY: device-mapper calls this through the `target_type` below with the
+                    // arguments of its contract, which is what `Adapter` requires.
                     unsafe { A::<$ty>::status(ti, kind, flags, result, maxlen) }
                 }
                 #[no_mangle]
                 unsafe extern "C" fn [<dm_rust_ $name _message>](
                     ti: *mut b::dm_target, argc: c_uint, argv: *mut *mut c_char,
                     result: *mut c_char, maxlen: c_uint) -> c_int {
-                    // SAFETY: see above.
+                    // SAFETY: device-mapper calls this through the `target_type` below with the
+                    // arguments of its contract, which is what `Adapter` requires.
                     unsafe { A::<$ty>::message(ti, argc, argv, result, maxlen) }
                 }
                 #[no_mangle]
                 unsafe extern "C" fn [<dm_rust_ $name _iterate_devices>](
                     ti: *mut b::dm_target, f: b::iterate_devices_callout_fn,
                     data: *mut c_void) -> c_int {
-                    // SAFETY: see above.
+                    // SAFETY: device-mapper calls this through the `target_type` below with the
+                    // arguments of its contract, which is what `Adapter` requires.
                     unsafe { A::<$ty>::iterate_devices(ti, f, data) }
                 }
                 #[no_mangle]
                 unsafe extern "C" fn [<dm_rust_ $name _io_hints>](
                     ti: *mut b::dm_target, limits: *mut b::queue_limits) {
-                    // SAFETY: see above.
+                    // SAFETY: device-mapper calls this through the `target_type` below with the
+                    // arguments of its contract, which is what `Adapter` requires.
                     unsafe { A::<$ty>::io_hints(ti, limits) }
                 }
             };

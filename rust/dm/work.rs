@@ -30,7 +30,7 @@ pub(crate) struct Workqueue(NonNull<bindings::workqueue_struct>);
 
 // SAFETY: workqueues are made to be used from any context and thread.
 unsafe impl Send for Workqueue {}
-// SAFETY: as above; `&Workqueue` only queues and flushes.
+// SAFETY: `&Workqueue` only queues and flushes, which the workqueue code synchronises itself.
 unsafe impl Sync for Workqueue {}
 
 /// Flags for [`WorkqueueConfig`].

@@ -28,7 +28,8 @@ fs_round_trip() {
 	umount "$mnt"
 	fsck.ext4 -fn "$dev" >"$SCRATCH/fsck.out" 2>&1 || { cat "$SCRATCH/fsck.out"; fail "fsck found errors on $dev"; }
 	mount -o ro "$dev" "$mnt"
-	diff -r "$src" "$mnt" >/dev/null || { umount "$mnt"; fail "files differ after remount of $dev"; }
+	diff -r -x lost+found "$src" "$mnt" >"$SCRATCH/diff.out" 2>&1 ||
+		{ umount "$mnt"; head -n 5 "$SCRATCH/diff.out"; fail "files differ after remount of $dev"; }
 	umount "$mnt"
 	rmdir "$mnt"
 	rm -rf "$src"
@@ -112,7 +113,7 @@ test_flush_and_fua_reach_every_device() {
 	grep -q 'write back' "/sys/block/$(blkname /dev/mapper/rs_multi)/queue/write_cache" ||
 		fail "mapped device has no volatile write cache: $(cat "/sys/block/$(blkname /dev/mapper/rs_multi)/queue/write_cache")"
 	fa=$(flushes "$a") fb=$(flushes "$b")
-	dd if=/dev/urandom of=/dev/mapper/rs_multi bs=4096 count=1 seek=1500 oflag=direct conv=fsync status=none
+	dd if=/dev/urandom of=/dev/mapper/rs_multi bs=4096 count=1 seek=600 oflag=direct conv=fsync status=none
 	[ "$(flushes "$a")" -gt "$fa" ] || fail "no flush reached $a (segment 1)"
 	[ "$(flushes "$b")" -gt "$fb" ] || fail "no flush reached $b (segment 2, not written)"
 	fb=$(flushes "$b")
@@ -163,7 +164,7 @@ test_error_segment() {
 6144 2048 linear-rs $loop 6144"
 	dd if=/dev/urandom of=/dev/mapper/rs_multi bs=4096 count=1 oflag=direct status=none ||
 		fail "write to segment 1 failed"
-	dd if=/dev/urandom of=/dev/mapper/rs_multi bs=4096 count=1 seek=1600 oflag=direct status=none ||
+	dd if=/dev/urandom of=/dev/mapper/rs_multi bs=4096 count=1 seek=800 oflag=direct status=none ||
 		fail "write to segment 3 failed"
 	if dd if=/dev/mapper/rs_multi of=/dev/null bs=4096 count=1 skip=600 iflag=direct status=none 2>/dev/null; then
 		fail "read from the error segment succeeded"

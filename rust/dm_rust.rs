@@ -85,9 +85,15 @@ impl kernel::Module for DmRust {
             pr_info!("verity: root hash signatures required\n");
         }
         // Named like dm-verity's keyring only where we stand in for dm-verity.
-        let keyring_name = if upstream { c".dm-verity" } else { c".dm-verity-rs" };
-        let keyring =
-            dm::keys::VerityKeyring::new(keyring_name, module_parameters::keyring_unsealed.value())?;
+        let keyring_name = if upstream {
+            c".dm-verity"
+        } else {
+            c".dm-verity-rs"
+        };
+        let keyring = dm::keys::VerityKeyring::new(
+            keyring_name,
+            module_parameters::keyring_unsealed.value(),
+        )?;
         // Each registration unregisters itself when dropped, so a failure below leaves nothing
         // registered.
         let linear = linear::linear_registration(upstream)?;

@@ -24,7 +24,10 @@ pub struct MaySleep<'a> {
 impl MaySleep<'_> {
     /// Runs `f` with a `MaySleep` during module initialisation, which the module loader runs in
     /// process context (the `&ThisModule` that `Module::init` receives stands for that).
-    pub fn in_module_init<R>(_module: &'static kernel::ThisModule, f: impl FnOnce(&MaySleep<'_>) -> R) -> R {
+    pub fn in_module_init<R>(
+        _module: &'static kernel::ThisModule,
+        f: impl FnOnce(&MaySleep<'_>) -> R,
+    ) -> R {
         // SAFETY: `Module::init` runs in the context of `init_module(2)`, a process that may
         // sleep; the token is lent to `f` only.
         f(&unsafe { Self::new() })

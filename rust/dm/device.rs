@@ -72,7 +72,11 @@ impl Device {
 
     /// The device's name as device-mapper prints it in tables: `major:minor`.
     pub fn name(&self) -> &str {
-        let n = self.name.iter().position(|&c| c == 0).unwrap_or(self.name.len());
+        let n = self
+            .name
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(self.name.len());
         core::str::from_utf8(&self.name[..n]).unwrap_or("?")
     }
 

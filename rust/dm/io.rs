@@ -203,7 +203,13 @@ impl DoneIo<'_> {
     pub fn audit(&self, prefix: &CStr, op: &CStr, sector: u64, result: i32) {
         // SAFETY: the bio is live until it completes; the strings are read during the call.
         unsafe {
-            bindings::dm_audit_log_bio(prefix.as_char_ptr(), op.as_char_ptr(), self.bio, sector, result)
+            bindings::dm_audit_log_bio(
+                prefix.as_char_ptr(),
+                op.as_char_ptr(),
+                self.bio,
+                sector,
+                result,
+            )
         };
     }
 

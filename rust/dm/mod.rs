@@ -28,7 +28,7 @@ pub mod work;
 
 pub use args::Args;
 pub use bio::Bio;
+pub use context::MaySleep;
 pub use device::{Device, DeviceVisitor};
 pub use status::{StatusType, StatusWriter};
-pub use context::MaySleep;
 pub use target::{CtrError, MapResult, Registration, Target, TargetCtx, Ti};

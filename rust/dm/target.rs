@@ -365,15 +365,17 @@ impl<'a> TargetCtx<'a> {
         self.devices
             .reserve(1, GFP_KERNEL)
             .map_err(|_| lookup(ENOMEM))?;
-        let mut cpath = KVec::with_capacity(path.len() + 1, GFP_KERNEL).map_err(|_| lookup(ENOMEM))?;
+        let mut cpath =
+            KVec::with_capacity(path.len() + 1, GFP_KERNEL).map_err(|_| lookup(ENOMEM))?;
         cpath
             .extend_from_slice(path, GFP_KERNEL)
             .map_err(|_| lookup(ENOMEM))?;
         cpath.push(0, GFP_KERNEL).map_err(|_| lookup(ENOMEM))?;
         let mut dev = core::ptr::null_mut();
         // SAFETY: `ti` is a target under construction (`Adapter::ctr`); `cpath` is NUL-terminated.
-        let r =
-            unsafe { bindings::dm_get_device(self.ti, cpath.as_ptr().cast(), self.mode(), &mut dev) };
+        let r = unsafe {
+            bindings::dm_get_device(self.ti, cpath.as_ptr().cast(), self.mode(), &mut dev)
+        };
         if r != 0 {
             return Err(lookup(Error::from_errno(r)));
         }
@@ -482,7 +484,8 @@ impl<T: Target> Adapter<T> {
             sleep,
             _p: PhantomData,
         };
-        let r = Self::construct(&mut ctx, argc, argv);
+        // SAFETY: device-mapper's `ctr` contract, which the caller guarantees.
+        let r = unsafe { Self::construct(&mut ctx, argc, argv) };
         if let Some(prefix) = T::AUDIT_PREFIX {
             // SAFETY: `ti` is live during `ctr`; `dm_audit_log_ctr` only reads the strings.
             unsafe {
@@ -510,7 +513,16 @@ impl<T: Target> Adapter<T> {
 
     /// Runs the target's constructor; on success `ti->private` holds the [`Holder`] and the
     /// devices moved from `ctx` into it.
-    fn construct(ctx: &mut TargetCtx<'_>, argc: c_uint, argv: *mut *mut c_char) -> Result<(), CtrError> {
+    ///
+    /// # Safety
+    ///
+    /// Device-mapper's `ctr` contract (see [`Adapter`]): `ctx.ti` is the new target, `argv` holds
+    /// `argc` strings.
+    unsafe fn construct(
+        ctx: &mut TargetCtx<'_>,
+        argc: c_uint,
+        argv: *mut *mut c_char,
+    ) -> Result<(), CtrError> {
         fn nomem<E>(_: E) -> CtrError {
             CtrError::new(ENOMEM, c"Cannot allocate memory")
         }
@@ -521,7 +533,7 @@ impl<T: Target> Adapter<T> {
             ),
             None => None,
         };
-        // SAFETY: device-mapper's `ctr` contract: `argv` holds `argc` strings for the call.
+        // SAFETY: the caller guarantees `argv` holds `argc` strings for the call.
         let argv = unsafe { collect_args(argc, argv) }.map_err(nomem)?;
         let mut args = Args::new(&argv);
         let target = T::new(ctx, &mut args)?;

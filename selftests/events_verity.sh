@@ -55,7 +55,7 @@ stop_monitor() {
 
 # Three corrupted data blocks read while printk's rate limit lets nothing through: each is still
 # counted and reported by a uevent naming the block; a fourth, with the limit restored, is logged
-# as "device-mapper: verity: <dev>: data block <n> is corrupted".
+# as "device-mapper: verity: <dev>: data block <n> is corrupted" and has its audit record.
 test_corruption_events() {
 	local burst b mark
 	command -v udevadm >/dev/null || fail "udevadm is not in the guest"
@@ -82,6 +82,13 @@ test_corruption_events() {
 	grep -B20 'DM_VERITY_ERR_BLOCK_NR' "$SCRATCH/uevents" | grep -q '^ACTION=change' || fail "uevent is not a change event"
 	dmesg_since "$mark" | grep -q "device-mapper: verity: $(majmin "$dl"): data block 40 is corrupted" ||
 		fail "no 'device-mapper: verity: $(majmin "$dl"): data block 40 is corrupted' in the log: $(dmesg_since "$mark" | tail -n 3)"
+	# The audit record (printed by kauditd when no audit daemon listens), after the bio failed.
+	for _ in $(seq 50); do
+		dmesg_since "$mark" | grep -q "op=verify-data dev=$(majmin "$dl") sector=40 res=0" && break
+		sleep 0.1
+	done
+	dmesg_since "$mark" | grep -q "op=verify-data dev=$(majmin "$dl") sector=40 res=0" ||
+		fail "no audit record 'op=verify-data dev=$(majmin "$dl") sector=40 res=0': $(dmesg_since "$mark" | grep audit | tail -n 3)"
 	[ "$(status_char rs_ev)" = C ] || fail "status is not C"
 	veritysetup close rs_ev
 }

@@ -52,7 +52,7 @@ pub(crate) fn require_signatures() -> bool {
 /// for signatures. Not knowing is an error: registering "verity" could then accept unsigned
 /// tables on a system that forbids them.
 fn cmdline_requires_verity_signatures(module: &'static ThisModule) -> Result<bool> {
-    let cmdline = dm::MaySleep::in_module_init(module, dm::system::kernel_cmdline).inspect_err(|e| {
+    let cmdline = dm::MaySleep::in_module_init(module, dm::system::kernel_cmdline).and_then(|r| r).inspect_err(|e| {
         pr_err!(
             "cannot read /proc/cmdline (error {}) to honour dm_verity.require_signatures; not registering upstream names\n",
             e.to_errno()

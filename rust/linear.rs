@@ -4,6 +4,9 @@
 //!
 //! Table line: `<dev> <offset>`, where `offset` is the first sector of `dev` used.
 
+// Targets are safe Rust: all unsafe code lives in the abstraction (`rust/dm/`).
+#![deny(unsafe_code)]
+
 use core::fmt::Write;
 use core::pin::Pin;
 

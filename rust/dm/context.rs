@@ -11,6 +11,8 @@
 
 use core::marker::PhantomData;
 
+use kernel::prelude::*;
+
 /// Proof that the holder runs in process context and may sleep (wait for I/O, allocate with
 /// `GFP_KERNEL`, take a mutex), for as long as the borrow lasts.
 ///
@@ -23,14 +25,19 @@ pub struct MaySleep<'a> {
 
 impl MaySleep<'_> {
     /// Runs `f` with a `MaySleep` during module initialisation, which the module loader runs in
-    /// process context (the `&ThisModule` that `Module::init` receives stands for that).
+    /// process context (the `&ThisModule` that `Module::init` receives stands for that). Refused
+    /// (`EPERM`) once a target type is registered: from then on a target's callbacks could be the
+    /// caller, and they must get their token from the adapter.
     pub fn in_module_init<R>(
         _module: &'static kernel::ThisModule,
         f: impl FnOnce(&MaySleep<'_>) -> R,
-    ) -> R {
-        // SAFETY: `Module::init` runs in the context of `init_module(2)`, a process that may
-        // sleep; the token is lent to `f` only.
-        f(&unsafe { Self::new() })
+    ) -> Result<R> {
+        if super::target::any_registered() {
+            return Err(EPERM);
+        }
+        // SAFETY: no target type is registered yet, so this runs in `Module::init`, in the
+        // context of `init_module(2)`: a process that may sleep; the token is lent to `f` only.
+        Ok(f(&unsafe { Self::new() }))
     }
 
     /// # Safety

@@ -770,6 +770,8 @@ macro_rules! declare_target {
         ::kernel::macros::paste! {
             // SAFETY: device-mapper calls these through the `target_type` with the arguments its
             // contract describes, which is what each `Adapter` function requires.
+            // The abstraction's own code, expanded in the target's module (which denies unsafe).
+            #[allow(unsafe_code)]
             const _: () = {
                 use $crate::bindings as b;
                 use $crate::dm::target::Adapter as A;
@@ -859,6 +861,7 @@ macro_rules! declare_target {
             };
 
             /// Registers the target type with device-mapper.
+            #[allow(unsafe_code)]
             pub(crate) fn [<$name _registration>](
                 upstream_names: bool,
             ) -> ::kernel::error::Result<$crate::dm::Registration<$ty>> {
@@ -872,6 +875,14 @@ macro_rules! declare_target {
             }
         }
     };
+}
+
+/// Set once the first target type is registered (see `MaySleep::in_module_init`).
+static REGISTERED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether a target type of this module was ever registered.
+pub(crate) fn any_registered() -> bool {
+    REGISTERED.load(core::sync::atomic::Ordering::Acquire)
 }
 
 /// A registered target type; unregisters it when dropped.
@@ -928,6 +939,7 @@ impl<T: Target> Registration<T> {
         if !T::HAS_IO_HINTS {
             t.io_hints = None;
         }
+        REGISTERED.store(true, core::sync::atomic::Ordering::Release);
         // SAFETY: `tt` is fully initialised and stays valid (static) until unregistered.
         let r = unsafe { bindings::dm_register_target(tt) };
         if r != 0 {

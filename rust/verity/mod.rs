@@ -10,6 +10,9 @@
 //! blocks come from dm-bufio, are verified once up to the root, and are trusted while cached.
 //! In `preresume` the root digest and signature state go to the LSMs (IPE).
 
+// Targets are safe Rust: all unsafe code lives in the abstraction (`rust/dm/`).
+#![deny(unsafe_code)]
+
 pub mod table;
 // The tree builder and the superblock parser serve the host tests and tools, not the module.
 #[allow(dead_code)]

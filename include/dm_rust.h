@@ -12,6 +12,7 @@
 #include <linux/bio.h>
 #include <linux/blkdev.h>
 #include <linux/device-mapper.h>
+#include <linux/moduleparam.h>
 #include <linux/dm-bufio.h>
 #include <linux/highmem.h>
 #include <linux/security.h>
@@ -55,6 +56,11 @@
 
 DM_RUST_DECLARE_TARGET(linear)
 DM_RUST_DECLARE_TARGET(verity)
+
+/* Module parameters (rust/glue.c), read-only once the module is loaded. */
+extern bool dm_rust_param_upstream_names;
+extern bool dm_rust_param_require_signatures;
+extern bool dm_rust_param_keyring_unsealed;
 
 /* Wrappers for kernel macros and inline functions (rust/glue.c). */
 void dm_rust_bio_set_dev(struct bio *bio, struct block_device *bdev);

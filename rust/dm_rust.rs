@@ -24,20 +24,6 @@ module! {
     authors: ["dm-rust developers"],
     description: "device-mapper targets in Rust",
     license: "GPL",
-    params: {
-        upstream_names: bool {
-            default: false,
-            description: "Register verity, integrity and crypt under the kernel's target names",
-        },
-        require_signatures: bool {
-            default: false,
-            description: "Verify the roothash of dm-verity hash tree (refuse unsigned tables)",
-        },
-        keyring_unsealed: bool {
-            default: false,
-            description: "Leave the .dm-verity keyring unsealed",
-        },
-    },
 }
 
 /// Whether verity tables must carry a root hash signature: our `require_signatures`, or, with
@@ -77,8 +63,8 @@ struct DmRust {
 
 impl kernel::Module for DmRust {
     fn init(module: &'static ThisModule) -> Result<Self> {
-        let upstream = module_parameters::upstream_names.value();
-        let require = module_parameters::require_signatures.value()
+        let upstream = dm::system::param(dm::system::Param::UpstreamNames);
+        let require = dm::system::param(dm::system::Param::RequireSignatures)
             || (upstream && cmdline_requires_verity_signatures(module)?);
         REQUIRE_SIGNATURES.store(require, Ordering::Relaxed);
         if require {
@@ -92,7 +78,7 @@ impl kernel::Module for DmRust {
         };
         let keyring = dm::keys::VerityKeyring::new(
             keyring_name,
-            module_parameters::keyring_unsealed.value(),
+            dm::system::param(dm::system::Param::KeyringUnsealed),
         )?;
         // Each registration unregisters itself when dropped, so a failure below leaves nothing
         // registered.

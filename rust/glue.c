@@ -26,6 +26,24 @@
 DM_RUST_TARGET(linear);
 DM_RUST_TARGET(verity);
 
+/*
+ * Module parameters, read-only once loaded. Declared here rather than with the Rust module!
+ * macro, whose parameters refuse to be given twice (the load fails with EEXIST), which happens
+ * whenever a modprobe command line repeats an option of /etc/modprobe.d; C parameters take the
+ * last value, as the kernel's dm-verity parameters do.
+ */
+bool dm_rust_param_upstream_names;
+module_param_named(upstream_names, dm_rust_param_upstream_names, bool, 0444);
+MODULE_PARM_DESC(upstream_names, "Register verity, integrity and crypt under the kernel's target names");
+
+bool dm_rust_param_require_signatures;
+module_param_named(require_signatures, dm_rust_param_require_signatures, bool, 0444);
+MODULE_PARM_DESC(require_signatures, "Verify the roothash of dm-verity hash tree (refuse unsigned tables)");
+
+bool dm_rust_param_keyring_unsealed;
+module_param_named(keyring_unsealed, dm_rust_param_keyring_unsealed, bool, 0444);
+MODULE_PARM_DESC(keyring_unsealed, "Leave the .dm-verity keyring unsealed");
+
 void dm_rust_bio_set_dev(struct bio *bio, struct block_device *bdev)
 {
 	bio_set_dev(bio, bdev);

@@ -19,7 +19,7 @@ reload_verity() {
 		rmmod dm_rust 2>/dev/null
 		# What device-mapper's request_module does (the install line adds the parameters of
 		# dm-rust.conf; modprobe adds those given here).
-		modprobe dm_rust upstream_names=1 "$@"
+		modprobe dm_rust "$@"
 		;;
 	esac
 	verity_registered || fail "no verity target after reloading with '$*'"

@@ -58,3 +58,26 @@ pub fn kernel_cmdline(_s: &MaySleep<'_>) -> Result<KVec<u8>> {
     buf.truncate(n);
     Ok(buf)
 }
+
+/// A module parameter of dm_rust (declared in `rust/glue.c`).
+#[derive(Clone, Copy)]
+pub enum Param {
+    /// `upstream_names`
+    UpstreamNames,
+    /// `require_signatures`
+    RequireSignatures,
+    /// `keyring_unsealed`
+    KeyringUnsealed,
+}
+
+/// The value of a module parameter.
+pub fn param(p: Param) -> bool {
+    let v = match p {
+        Param::UpstreamNames => &raw const bindings::dm_rust_param_upstream_names,
+        Param::RequireSignatures => &raw const bindings::dm_rust_param_require_signatures,
+        Param::KeyringUnsealed => &raw const bindings::dm_rust_param_keyring_unsealed,
+    };
+    // SAFETY: the parameters are `bool`s of the module, set by the module loader before
+    // `init` and read-only afterwards (permissions 0444), so reading them races with nothing.
+    unsafe { v.read() }
+}

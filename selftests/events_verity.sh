@@ -88,7 +88,7 @@ test_corruption_events() {
 		sleep 0.1
 	done
 	dmesg_since "$mark" | grep -q "op=verify-data dev=$(majmin "$dl") sector=40 res=0" ||
-		fail "no audit record 'op=verify-data dev=$(majmin "$dl") sector=40 res=0': $(dmesg_since "$mark" | grep audit | tail -n 3)"
+		fail "no audit record 'op=verify-data dev=$(majmin "$dl") sector=40 res=0': $(dmesg_since "$mark" | grep audit | tail -n 3); audit in the boot log: $(dmesg | grep -i audit | head -n 3); cmdline: $(cat /proc/cmdline)"
 	[ "$(status_char rs_ev)" = C ] || fail "status is not C"
 	veritysetup close rs_ev
 }

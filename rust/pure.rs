@@ -34,3 +34,7 @@ pub mod integrity_superblock;
 /// dm-integrity's layout arithmetic.
 #[path = "integrity/geometry.rs"]
 pub mod integrity_geometry;
+
+/// The dm-integrity table line.
+#[path = "integrity/table.rs"]
+pub mod integrity_table;

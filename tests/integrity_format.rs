@@ -154,9 +154,15 @@ fn provided_sectors_match_cryptsetups_published_checksums() {
         let formatted = initialize(&f, DEVICE_SECTORS, meta).expect(case.what);
         let sb = formatted.superblock;
         let provided = sb.provided_data_sectors;
-        assert_eq!(zero_digest(provided), case.sha256, "{}: {provided} sectors", case.what);
+        assert_eq!(
+            zero_digest(provided),
+            case.sha256,
+            "{}: {provided} sectors",
+            case.what
+        );
         // Opening recomputes the same number from the superblock, and the layout fits.
-        let params = Params::from_superblock(&sb, case.meta_device, 0, formatted.log2_buffer_sectors);
+        let params =
+            Params::from_superblock(&sb, case.meta_device, 0, formatted.log2_buffer_sectors);
         let g = Geometry::new(params, provided, DEVICE_SECTORS).expect(case.what);
         assert_eq!(
             dm_rust_pure::integrity_geometry::provided_data_sectors(
@@ -176,7 +182,9 @@ fn provided_sectors_match_cryptsetups_published_checksums() {
 
 /// A scratch directory for this test binary.
 fn scratch(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("integrity").join(name);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("integrity")
+        .join(name);
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     dir
@@ -203,7 +211,10 @@ fn dump(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
 }
 
 fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// The flag names integritysetup prints, in its order.
@@ -220,7 +231,13 @@ const FLAG_NAMES: &[(u32, &str)] = &[
 fn integritysetup_reads_our_superblocks() {
     let dir = scratch("dump");
     let mut cases = Vec::new();
-    for (tag, block) in [(4u32, 512u32), (32, 512), (8, 4096), (20, 1024), (255, 2048)] {
+    for (tag, block) in [
+        (4u32, 512u32),
+        (32, 512),
+        (8, 4096),
+        (20, 1024),
+        (255, 2048),
+    ] {
         for fix_padding in [false, true] {
             for meta in [None, Some(16384u64)] {
                 let mut f = format(tag, block, fix_padding);
@@ -263,7 +280,9 @@ fn integritysetup_reads_our_superblocks() {
             Ok(fields) => fields,
             // An integritysetup older than the kernel refuses the newest versions (2.6 knows 1
             // to 5, 2.7 1 to 6; the 7.3 kernel writes 7 for keyed discards).
-            Err(e) if e.contains(&format!("metadata (version {})", sb.version)) && sb.version >= 6 => {
+            Err(e)
+                if e.contains(&format!("metadata (version {})", sb.version)) && sb.version >= 6 =>
+            {
                 unknown_to_integritysetup.insert(sb.version);
                 assert_eq!(Superblock::parse(&image), Ok(*sb));
                 continue;
@@ -281,12 +300,27 @@ fn integritysetup_reads_our_superblocks() {
         assert_eq!(ours.to_bytes()[..], image[..64]);
 
         assert_eq!(get("superblock_version"), ours.version.to_string());
-        assert_eq!(get("log2_interleave_sectors"), ours.log2_interleave_sectors.to_string());
-        assert_eq!(get("integrity_tag_size"), ours.integrity_tag_size.to_string());
+        assert_eq!(
+            get("log2_interleave_sectors"),
+            ours.log2_interleave_sectors.to_string()
+        );
+        assert_eq!(
+            get("integrity_tag_size"),
+            ours.integrity_tag_size.to_string()
+        );
         assert_eq!(get("journal_sections"), ours.journal_sections.to_string());
-        assert_eq!(get("provided_data_sectors"), ours.provided_data_sectors.to_string());
-        assert_eq!(get("sector_size"), (512u32 << ours.log2_sectors_per_block).to_string());
-        assert_eq!(get("log2_blocks_per_bitmap"), ours.log2_blocks_per_bitmap_bit.to_string());
+        assert_eq!(
+            get("provided_data_sectors"),
+            ours.provided_data_sectors.to_string()
+        );
+        assert_eq!(
+            get("sector_size"),
+            (512u32 << ours.log2_sectors_per_block).to_string()
+        );
+        assert_eq!(
+            get("log2_blocks_per_bitmap"),
+            ours.log2_blocks_per_bitmap_bit.to_string()
+        );
         if ours.has(SB_FLAG_RECALCULATING) {
             assert_eq!(get("recalc_sector"), ours.recalc_sector.to_string());
         }
@@ -295,22 +329,36 @@ fn integritysetup_reads_our_superblocks() {
             .filter(|(bit, _)| ours.has(*bit))
             .map(|(_, name)| *name)
             .collect();
-        let got: Vec<&str> = field(&fields, "flags").unwrap_or("").split_whitespace().collect();
+        let got: Vec<&str> = field(&fields, "flags")
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
         assert_eq!(got, want, "{ours:?}");
     }
     // Every version was written, and each one integritysetup knows was compared.
-    assert_eq!(versions.iter().copied().collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(
+        versions.iter().copied().collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6, 7]
+    );
     assert!(unknown_to_integritysetup.iter().all(|v| *v >= 6));
-    eprintln!("versions compared with integritysetup dump: {:?}", versions.difference(&unknown_to_integritysetup).collect::<Vec<_>>());
+    eprintln!(
+        "versions compared with integritysetup dump: {:?}",
+        versions
+            .difference(&unknown_to_integritysetup)
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
 fn damaged_superblocks_are_refused_by_both() {
     let dir = scratch("damaged");
-    let good = initialize(&format(4, 512, true), DEVICE_SECTORS, None).unwrap().superblock;
+    let good = initialize(&format(4, 512, true), DEVICE_SECTORS, None)
+        .unwrap()
+        .superblock;
     let mut bytes = vec![0u8; 4096];
     good.write(&mut bytes).unwrap();
-    let damage: &[(&str, usize, u8)] = &[("magic", 0, b'I'), ("version 0", 8, 0), ("version 8", 8, 8)];
+    let damage: &[(&str, usize, u8)] =
+        &[("magic", 0, b'I'), ("version 0", 8, 0), ("version 8", 8, 8)];
     for (what, at, value) in damage {
         let mut b = bytes.clone();
         b[*at] = *value;

@@ -98,7 +98,12 @@ impl JournalShape {
         // The sector number, then the last 8 bytes of each sector of the block, then the tag.
         let raw = 8 + 8 * sectors_per_block + tag_size;
         let entry_size = raw.div_ceil(JOURNAL_ENTRY_ROUNDUP) * JOURNAL_ENTRY_ROUNDUP;
-        let space = JOURNAL_SECTOR_DATA - if journal_mac { JOURNAL_MAC_PER_SECTOR } else { 0 };
+        let space = JOURNAL_SECTOR_DATA
+            - if journal_mac {
+                JOURNAL_MAC_PER_SECTOR
+            } else {
+                0
+            };
         let entries_per_sector = space / entry_size;
         let section_entries = entries_per_sector * JOURNAL_BLOCK_SECTORS;
         let section_sectors = (section_entries << log2_sectors_per_block) + JOURNAL_BLOCK_SECTORS;
@@ -221,7 +226,7 @@ impl Geometry {
             };
             let tag_bytes = u64::from(params.tag_size)
                 << log2_i.checked_sub(params.log2_sectors_per_block).ok_or(E)?;
-            let run = tag_bytes.div_ceil(padding) * padding >> SECTOR_SHIFT;
+            let run = (tag_bytes.div_ceil(padding) * padding) >> SECTOR_SHIFT;
             geometry.metadata_run = u32::try_from(run).map_err(|_| E)?;
             let last = provided_data_sectors.checked_sub(1).ok_or(E)?;
             let last_sector = geometry.data_sector(last).ok_or(E)?;
@@ -288,9 +293,7 @@ impl Geometry {
             return Some(offset);
         }
         let area_start = area.checked_mul(1u64 << self.params.log2_interleave_sectors)?;
-        let runs = area
-            .checked_add(1)?
-            .checked_mul(self.metadata_run.into())?;
+        let runs = area.checked_add(1)?.checked_mul(self.metadata_run.into())?;
         area_start
             .checked_add(runs)?
             .checked_add(self.initial_sectors.into())?
@@ -305,8 +308,8 @@ impl Geometry {
     pub fn tag_buffer_and_offset(&self, data_sector: u64) -> Option<(u64, u32)> {
         let (area, offset) = self.area_and_offset(data_sector);
         let lbs = self.params.log2_buffer_sectors;
-        let area_sectors = (1u64 << self.params.log2_interleave_sectors)
-            .checked_add(self.metadata_run.into())?;
+        let area_sectors =
+            (1u64 << self.params.log2_interleave_sectors).checked_add(self.metadata_run.into())?;
         let mut buffer = area.checked_mul(area_sectors)? >> lbs;
         let tag_byte = (offset >> self.params.log2_sectors_per_block)
             .checked_mul(self.params.tag_size.into())?;
@@ -319,10 +322,7 @@ impl Geometry {
     /// logical `data_sector` starts.
     pub fn tag_position(&self, data_sector: u64) -> Option<u64> {
         let (buffer, in_buffer) = self.tag_buffer_and_offset(data_sector)?;
-        let first = self
-            .params
-            .start
-            .checked_add(self.initial_sectors.into())?;
+        let first = self.params.start.checked_add(self.initial_sectors.into())?;
         first
             .checked_add(buffer.checked_mul(1u64 << self.params.log2_buffer_sectors)?)?
             .checked_mul(SECTOR_SIZE)?
@@ -332,7 +332,8 @@ impl Geometry {
     /// Sectors of the metadata device in use: the initial sectors and every tag.
     pub fn metadata_end(&self) -> Option<u64> {
         let last = self.provided_data_sectors.checked_sub(1)?;
-        let last_block = last >> self.params.log2_sectors_per_block << self.params.log2_sectors_per_block;
+        let last_block =
+            last >> self.params.log2_sectors_per_block << self.params.log2_sectors_per_block;
         let end = self
             .tag_position(last_block)?
             .checked_add(self.params.tag_size.into())?;
@@ -640,8 +641,16 @@ mod tests {
         assert_eq!(g.tag_buffer_and_offset(16384), Some((1, 0)));
         assert_eq!(g.tag_buffer_and_offset(16383), Some((0, 65532)));
         // Fixed padding keeps the run to what the tags need, rounded to 4 KiB.
-        let g = Geometry::new(Params { fixed_padding: true, tag_size: 3, ..p }, 1 << 16, 1 << 20)
-            .unwrap();
+        let g = Geometry::new(
+            Params {
+                fixed_padding: true,
+                tag_size: 3,
+                ..p
+            },
+            1 << 16,
+            1 << 20,
+        )
+        .unwrap();
         assert_eq!(g.metadata_run(), 192);
         // A start offset moves the data, not the areas' arithmetic.
         let g = Geometry::new(Params { start: 100, ..p }, 1 << 16, 1 << 20).unwrap();
@@ -651,7 +660,12 @@ mod tests {
 
     #[test]
     fn tag_positions_agree_with_buffers() {
-        for (tag, spb, lbs, fixed) in [(4, 0, 7, false), (20, 0, 3, true), (32, 3, 5, true), (3, 1, 7, false)] {
+        for (tag, spb, lbs, fixed) in [
+            (4, 0, 7, false),
+            (20, 0, 3, true),
+            (32, 3, 5, true),
+            (3, 1, 7, false),
+        ] {
             let p = Params {
                 log2_buffer_sectors: lbs,
                 fixed_padding: fixed,
@@ -660,7 +674,15 @@ mod tests {
             };
             let g = Geometry::new(p, 1 << 14, 1 << 18).unwrap();
             let lbs = effective_log2_buffer_sectors(&g);
-            let g = Geometry::new(Params { log2_buffer_sectors: lbs, ..p }, 1 << 14, 1 << 18).unwrap();
+            let g = Geometry::new(
+                Params {
+                    log2_buffer_sectors: lbs,
+                    ..p
+                },
+                1 << 14,
+                1 << 18,
+            )
+            .unwrap();
             let mut prev = None;
             for s in (0..(1u64 << 14)).step_by(1 << spb) {
                 let pos = g.tag_position(s).unwrap();
@@ -685,11 +707,24 @@ mod tests {
         };
         let g = Geometry::new(p, 1000, 8 + 176 + 128).unwrap();
         assert_eq!(g.data_sector(999), Some(999));
-        assert_eq!(g.tag_position(10), Some((184 + 0) * 512 + 80));
+        assert_eq!(g.tag_position(10), Some(184 * 512 + 80));
         // 1000 tags of 8 bytes: 16 sectors, in 128-sector buffers: 128.
         assert!(Geometry::new(p, 1000, 8 + 176 + 128).is_ok());
-        assert_eq!(Geometry::new(p, 1000, 8 + 176 + 127), Err(LayoutError::TooSmall));
-        assert_eq!(provided_data_sectors(Params { log2_sectors_per_block: 3, ..p }, 1001, 1), 1000);
+        assert_eq!(
+            Geometry::new(p, 1000, 8 + 176 + 127),
+            Err(LayoutError::TooSmall)
+        );
+        assert_eq!(
+            provided_data_sectors(
+                Params {
+                    log2_sectors_per_block: 3,
+                    ..p
+                },
+                1001,
+                1
+            ),
+            1000
+        );
     }
 
     #[test]
@@ -697,7 +732,10 @@ mod tests {
         for dev in [1u64 << 15, 65536, 100_000, 1 << 21, 12345 * 8] {
             for (tag, spb) in [(4, 0), (32, 0), (16, 3), (255, 2)] {
                 for fixed in [false, true] {
-                    let p = Params { fixed_padding: fixed, ..params(tag, spb) };
+                    let p = Params {
+                        fixed_padding: fixed,
+                        ..params(tag, spb)
+                    };
                     let n = provided_data_sectors(p, dev, dev);
                     assert!(n > 0);
                     let g = Geometry::new(p, n, dev).unwrap();
@@ -709,7 +747,10 @@ mod tests {
             }
         }
         // Too small for anything.
-        assert_eq!(provided_data_sectors(params(4, 0), 8 + 176 + 8, 8 + 176 + 8), 0);
+        assert_eq!(
+            provided_data_sectors(params(4, 0), 8 + 176 + 8, 8 + 176 + 8),
+            0
+        );
         assert_eq!(provided_data_sectors(params(4, 0), 0, 0), 0);
     }
 
@@ -725,7 +766,10 @@ mod tests {
         assert_eq!(g.tag_position(n - 1), None);
         let b = bitmap(&g, Some(u64::MAX));
         assert!(b.bits >= 1);
-        let mut huge = Params { journal_sections: u32::MAX, ..p };
+        let mut huge = Params {
+            journal_sections: u32::MAX,
+            ..p
+        };
         assert_eq!(Geometry::new(huge, 8, u64::MAX), Err(LayoutError::TooSmall));
         huge.journal_sections = 1;
         huge.start = u64::MAX - 10;
@@ -755,30 +799,86 @@ mod tests {
         assert_eq!(sb.journal_sections, 512 / 176);
         assert_eq!(sb.flags, SB_FLAG_FIXED_PADDING);
         // The interleave asked for is rounded down to a power of two within 8 ..= 2^31.
-        let with = |n| initialize(&Format { interleave_sectors: n, ..f }, 65536, None).unwrap();
+        let with = |n| {
+            initialize(
+                &Format {
+                    interleave_sectors: n,
+                    ..f
+                },
+                65536,
+                None,
+            )
+            .unwrap()
+        };
         assert_eq!(with(1).superblock.log2_interleave_sectors, 3);
         assert_eq!(with(1000).superblock.log2_interleave_sectors, 9);
-        let sb = initialize(&Format { interleave_sectors: u32::MAX, ..f }, 1 << 40, None);
+        let sb = initialize(
+            &Format {
+                interleave_sectors: u32::MAX,
+                ..f
+            },
+            1 << 40,
+            None,
+        );
         assert_eq!(sb.unwrap().superblock.log2_interleave_sectors, 31);
         // A journal smaller than a section still gets one.
-        let sb = initialize(&Format { journal_sectors: 1, ..f }, 65536, None).unwrap().superblock;
+        let sb = initialize(
+            &Format {
+                journal_sectors: 1,
+                ..f
+            },
+            65536,
+            None,
+        )
+        .unwrap()
+        .superblock;
         assert_eq!(sb.journal_sections, 1);
         // B mode is version 3 at least; a metadata device version 2.
-        let sb = initialize(&Format { fix_padding: false, bitmap_mode: true, ..f }, 65536, None);
+        let sb = initialize(
+            &Format {
+                fix_padding: false,
+                bitmap_mode: true,
+                ..f
+            },
+            65536,
+            None,
+        );
         assert_eq!(sb.unwrap().superblock.version, 3);
-        let sb = initialize(&Format { fix_padding: false, ..f }, 65536, Some(4096)).unwrap();
+        let sb = initialize(
+            &Format {
+                fix_padding: false,
+                ..f
+            },
+            65536,
+            Some(4096),
+        )
+        .unwrap();
         assert_eq!(sb.superblock.version, 2);
         assert_eq!(sb.superblock.log2_interleave_sectors, 0);
         assert_eq!(sb.superblock.provided_data_sectors, 65536);
         // A small metadata device gets fewer journal sections, then smaller buffers.
         // (65536 4-byte tags take 512 sectors; two sections would need 8 + 352 + 512.)
-        let small = initialize(&Format { fix_padding: false, ..f }, 65536, Some(8 + 176 + 512))
-            .unwrap();
+        let small = initialize(
+            &Format {
+                fix_padding: false,
+                ..f
+            },
+            65536,
+            Some(8 + 176 + 512),
+        )
+        .unwrap();
         assert_eq!(small.superblock.journal_sections, 1);
         assert_eq!(small.log2_buffer_sectors, 7);
         // 1000 4-byte tags fit in one 8-sector buffer, not in one of 16 sectors.
-        let smaller = initialize(&Format { fix_padding: false, ..f }, 1000, Some(8 + 176 + 8 + 1))
-            .unwrap();
+        let smaller = initialize(
+            &Format {
+                fix_padding: false,
+                ..f
+            },
+            1000,
+            Some(8 + 176 + 8 + 1),
+        )
+        .unwrap();
         assert_eq!(smaller.log2_buffer_sectors, 3);
         assert_eq!(
             initialize(&f, 100, None),
@@ -793,7 +893,11 @@ mod tests {
         // 2^20 sectors at 32768 per bit: 32 bits, one block.
         assert_eq!(
             bitmap(&g, None),
-            Bitmap { log2_blocks_per_bit: 15, bits: 32, blocks: 1 }
+            Bitmap {
+                log2_blocks_per_bit: 15,
+                bits: 32,
+                blocks: 1
+            }
         );
         // Too fine for the journal (176 sectors = 720896 bits): made coarser.
         let b = bitmap(&g, Some(1));

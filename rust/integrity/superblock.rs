@@ -108,7 +108,9 @@ pub enum Probe {
 /// Like dm-integrity, only a device whose whole area is zero counts as blank, and recovery mode
 /// (`R`) does not care (the caller decides).
 pub fn probe(area: &[u8]) -> Result<Probe, SuperblockError> {
-    let head = area.get(..SUPERBLOCK_SIZE).ok_or(SuperblockError::TooShort)?;
+    let head = area
+        .get(..SUPERBLOCK_SIZE)
+        .ok_or(SuperblockError::TooShort)?;
     if head.get(..8) != Some(&MAGIC[..]) {
         return if area.iter().all(|&b| b == 0) {
             Ok(Probe::Blank)
@@ -157,7 +159,9 @@ impl Superblock {
     /// be there and the version known (what dm-integrity checks before anything else). The
     /// padding is not checked (dm-integrity ignores it).
     pub fn parse(buf: &[u8]) -> Result<Self, SuperblockError> {
-        let buf = buf.get(..SUPERBLOCK_SIZE).ok_or(SuperblockError::TooShort)?;
+        let buf = buf
+            .get(..SUPERBLOCK_SIZE)
+            .ok_or(SuperblockError::TooShort)?;
         if buf.get(..8) != Some(&MAGIC[..]) {
             return Err(SuperblockError::NotInitialized);
         }
@@ -357,7 +361,12 @@ mod tests {
             (SB_FLAG_RECALCULATING, false, false, 2),
             (0, true, false, 3),
             (SB_FLAG_DIRTY_BITMAP, false, true, 3),
-            (SB_FLAG_FIXED_PADDING | SB_FLAG_RECALCULATING, true, false, 4),
+            (
+                SB_FLAG_FIXED_PADDING | SB_FLAG_RECALCULATING,
+                true,
+                false,
+                4,
+            ),
             (SB_FLAG_FIXED_HMAC | SB_FLAG_FIXED_PADDING, false, false, 5),
             (SB_FLAG_INLINE | SB_FLAG_FIXED_HMAC, false, false, 6),
             (SB_FLAG_DISCARD_KEYED, false, false, 7),
@@ -383,7 +392,11 @@ mod tests {
         };
         assert_eq!(sb.check(&ok), Ok(()));
         let bad: &[(TableView, Superblock, &CStr)] = &[
-            (TableView { inline: true, ..ok }, sb, c"Inline flag mismatch"),
+            (
+                TableView { inline: true, ..ok },
+                sb,
+                c"Inline flag mismatch",
+            ),
             (
                 TableView { tag_size: 4, ..ok },
                 sb,
@@ -477,7 +490,10 @@ mod tests {
         };
         assert_eq!(meta.check(&t), Ok(()));
         // fix_hmac without a journal MAC key is not checked against the superblock.
-        let t = TableView { fix_hmac: true, ..ok };
+        let t = TableView {
+            fix_hmac: true,
+            ..ok
+        };
         assert_eq!(sb.check(&t), Ok(()));
     }
 }

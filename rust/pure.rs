@@ -38,3 +38,7 @@ pub mod integrity_geometry;
 /// The dm-integrity table line.
 #[path = "integrity/table.rs"]
 pub mod integrity_table;
+
+/// dm-integrity's recalculation bookkeeping and controls.
+#[path = "integrity/recalc.rs"]
+pub mod integrity_recalc;

@@ -652,6 +652,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(g.metadata_run(), 192);
+        // 3-byte tags for 1024 sectors: 3 KiB, padded to 4 KiB (8 sectors), or 128 KiB.
+        let small = Params {
+            tag_size: 3,
+            log2_interleave_sectors: 10,
+            ..p
+        };
+        let g = Geometry::new(
+            Params {
+                fixed_padding: true,
+                ..small
+            },
+            1 << 16,
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(g.metadata_run(), 8);
+        let g = Geometry::new(small, 1 << 16, 1 << 20).unwrap();
+        assert_eq!(g.metadata_run(), 256);
         // A start offset moves the data, not the areas' arithmetic.
         let g = Geometry::new(Params { start: 100, ..p }, 1 << 16, 1 << 20).unwrap();
         assert_eq!(g.data_sector(0), Some(100 + 184 + 256));

@@ -507,6 +507,18 @@ mod tests {
     }
 
     #[test]
+    fn idle_time_buys_one_second_of_burst() {
+        let mut l = RateLimit::new(1, 0);
+        // Idle for ten seconds, the clock read every half second.
+        for half_seconds in 0..=20 {
+            assert_eq!(l.admit(half_seconds * NSEC_PER_SEC / 2, 0), Ok(()));
+        }
+        let now = 10 * NSEC_PER_SEC;
+        assert_eq!(l.admit(now, 1_500_000), Ok(()));
+        assert!(l.admit(now, 1).is_err());
+    }
+
+    #[test]
     fn clock_edge_cases() {
         let mut l = RateLimit::new(1, 1000);
         // The clock going backwards is treated as no time passing.

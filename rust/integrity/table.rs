@@ -585,6 +585,16 @@ impl<'a> IntegrityTable<'a> {
     }
 }
 
+/// Checks the table's length against the data sectors the device provides.
+pub fn check_length(length: u64, provided_data_sectors: u64) -> ArgResult<()> {
+    if length > provided_data_sectors {
+        return Err(ArgError(
+            c"Not enough provided sectors for requested mapping size",
+        ));
+    }
+    Ok(())
+}
+
 /// What the status lines report beyond the table line: the target's state.
 #[derive(Clone, Copy, Debug)]
 pub struct State<'s> {
@@ -1007,6 +1017,18 @@ mod tests {
         .unwrap();
         assert!(out.starts_with(",dev_name=7:0,start=0,tag_size=4,mode=D,meta_device=7:1,block_size=1024,recalculate=y"), "{out}");
         assert!(out.contains(",fix_padding=y,fix_hmac=y,"), "{out}");
+    }
+
+    #[test]
+    fn mapping_length() {
+        assert_eq!(check_length(64664, 64664), Ok(()));
+        assert_eq!(check_length(1, 64664), Ok(()));
+        assert_eq!(
+            check_length(64665, 64664),
+            Err(ArgError(
+                c"Not enough provided sectors for requested mapping size"
+            ))
+        );
     }
 
     #[test]

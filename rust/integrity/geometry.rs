@@ -116,6 +116,33 @@ impl JournalShape {
     }
 }
 
+impl JournalShape {
+    /// Where entry `n` of a section is: the sector of the section (0 to 7) and the byte in that
+    /// sector. Entries are spread over the 8 entry sectors in turn: entry 0 in sector 0,
+    /// entry 1 in sector 1, ..., entry 8 after entry 0. `None` past the section's entries.
+    pub fn entry_position(&self, n: u32) -> Option<(u32, u32)> {
+        if n >= self.section_entries {
+            return None;
+        }
+        let sector = n % JOURNAL_BLOCK_SECTORS;
+        Some((sector, n / JOURNAL_BLOCK_SECTORS * self.entry_size))
+    }
+
+    /// The first sector of the data of entry `n`, relative to its section.
+    pub fn entry_data_sector(&self, n: u32, log2_sectors_per_block: u32) -> Option<u32> {
+        if n >= self.section_entries {
+            return None;
+        }
+        Some((n << log2_sectors_per_block) + JOURNAL_BLOCK_SECTORS)
+    }
+}
+
+/// Byte offset, in each journal sector, of the commit id (its last 8 bytes).
+pub const JOURNAL_COMMIT_ID_OFFSET: u32 = JOURNAL_SECTOR_DATA;
+/// Byte offset, in each journal entry sector, of its MAC when the journal has one (the 8 bytes
+/// before the commit id).
+pub const JOURNAL_MAC_OFFSET: u32 = JOURNAL_SECTOR_DATA - JOURNAL_MAC_PER_SECTOR;
+
 /// The parameters of a layout: the superblock's fields that shape it, and the table's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Params {
@@ -269,6 +296,19 @@ impl Geometry {
     /// Superblock and journal, in sectors, from `start` (on the metadata device if any).
     pub fn initial_sectors(&self) -> u32 {
         self.initial_sectors
+    }
+
+    /// The first sector of journal section `section` on the metadata device (the data device
+    /// without one), counting `start`.
+    pub fn journal_section_start(&self, section: u32) -> Option<u64> {
+        if section >= self.params.journal_sections {
+            return None;
+        }
+        let offset = u64::from(section) * u64::from(self.journal.section_sectors);
+        self.params
+            .start
+            .checked_add(SB_SECTORS.into())?
+            .checked_add(offset)
     }
 
     /// Sectors of tags in front of each interleave area.
@@ -622,6 +662,41 @@ mod tests {
         assert_eq!((s.section_entries, s.section_sectors), (32, 264));
         assert_eq!(JournalShape::new(256, 0, false), None);
         assert_eq!(JournalShape::new(4, 4, false), None);
+    }
+
+    #[test]
+    fn journal_addressing() {
+        let s = JournalShape::new(4, 0, false).unwrap();
+        assert_eq!(s.entry_position(0), Some((0, 0)));
+        assert_eq!(s.entry_position(7), Some((7, 0)));
+        assert_eq!(s.entry_position(8), Some((0, 24)));
+        assert_eq!(s.entry_position(167), Some((7, 20 * 24)));
+        assert_eq!(s.entry_position(168), None);
+        // The last entry ends before the commit id.
+        let (_, last) = s.entry_position(167).unwrap();
+        assert!(last + s.entry_size <= JOURNAL_COMMIT_ID_OFFSET);
+        assert_eq!(s.entry_data_sector(0, 0), Some(8));
+        assert_eq!(s.entry_data_sector(167, 0), Some(175));
+        assert_eq!(s.entry_data_sector(168, 0), None);
+        let s = JournalShape::new(32, 3, true).unwrap();
+        let (_, last) = s.entry_position(s.section_entries - 1).unwrap();
+        assert!(last + s.entry_size <= JOURNAL_MAC_OFFSET);
+        assert_eq!(s.entry_data_sector(31, 3), Some(8 + 31 * 8));
+        assert_eq!(s.entry_data_sector(31, 3).unwrap() + 8, s.section_sectors);
+        let g = Geometry::new(
+            Params {
+                start: 10,
+                journal_sections: 3,
+                ..params(4, 0)
+            },
+            8,
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(g.journal_section_start(0), Some(18));
+        assert_eq!(g.journal_section_start(2), Some(18 + 2 * 176));
+        assert_eq!(g.journal_section_start(3), None);
+        assert_eq!(u64::from(g.initial_sectors()), 8 + 3 * 176);
     }
 
     #[test]

@@ -18,8 +18,7 @@ use std::path::{Path, PathBuf};
 
 use dm_rust_pure::args::Args;
 use dm_rust_pure::integrity_geometry::{
-    bitmap, default_journal_sectors, effective_log2_buffer_sectors, initialize,
-    provided_data_sectors, Format, Geometry, Params,
+    bitmap, default_journal_sectors, initialize, open, provided_data_sectors, Format, Params,
 };
 use dm_rust_pure::integrity_superblock::{Superblock, SB_FLAG_FIXED_HMAC, SB_FLAG_RECALCULATING};
 use dm_rust_pure::integrity_table::{IntegrityTable, Mode, State};
@@ -99,9 +98,18 @@ fn check(record: &Path) {
     let provided = provided_data_sectors(params, device_sectors, meta_device_sectors);
     assert_eq!(provided, sb.provided_data_sectors, "{name}");
     assert_eq!(provided, length, "{name}: mapping size");
-    let geometry = Geometry::new(params, provided, meta_device_sectors).unwrap();
+    // What the constructor lays out (the buffer size printed is the one in use).
+    let geometry = open(
+        &sb,
+        meta.then_some(meta_sectors),
+        device_sectors,
+        table.start(),
+        table.log2_buffer_sectors(),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    assert_eq!(geometry.provided_data_sectors(), provided, "{name}");
     assert_eq!(
-        effective_log2_buffer_sectors(&geometry),
+        geometry.params().log2_buffer_sectors,
         table.log2_buffer_sectors(),
         "{name}"
     );
@@ -154,7 +162,7 @@ fn check(record: &Path) {
         tag_size,
         provided_data_sectors: provided,
         mismatches,
-        log2_buffer_sectors: effective_log2_buffer_sectors(&geometry),
+        log2_buffer_sectors: geometry.params().log2_buffer_sectors,
         initial_sectors: geometry.initial_sectors(),
         journal_entries: u32::try_from(geometry.journal_entries()).unwrap(),
         log2_blocks_per_bitmap_bit: if table.mode() == Mode::Bitmap {

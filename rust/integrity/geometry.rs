@@ -406,6 +406,35 @@ pub fn provided_data_sectors(
     provided
 }
 
+/// Lays out a formatted device as dm-integrity's constructor does: the data sectors it
+/// provides, then the layout, retrying with smaller metadata buffers (down to 8 sectors) when a
+/// metadata device is too small for the tags in large ones; then the buffer size is capped by
+/// the alignment of the metadata runs ([`effective_log2_buffer_sectors`]).
+pub fn open(
+    sb: &Superblock,
+    meta_device_sectors: Option<u64>,
+    data_device_sectors: u64,
+    start: u64,
+    log2_buffer_sectors: u32,
+) -> Result<Geometry, LayoutError> {
+    let meta_device = meta_device_sectors.is_some();
+    let meta_sectors = meta_device_sectors.unwrap_or(data_device_sectors);
+    let mut params = Params::from_superblock(sb, meta_device, start, log2_buffer_sectors);
+    let provided = provided_data_sectors(params, data_device_sectors, meta_sectors);
+    if provided == 0 {
+        return Err(LayoutError::TooSmall);
+    }
+    let geometry = loop {
+        match Geometry::new(params, provided, meta_sectors) {
+            Ok(g) => break g,
+            Err(e) if !meta_device || params.log2_buffer_sectors <= 3 => return Err(e),
+            Err(_) => params.log2_buffer_sectors -= 1,
+        }
+    };
+    params.log2_buffer_sectors = effective_log2_buffer_sectors(&geometry);
+    Geometry::new(params, provided, meta_sectors)
+}
+
 /// The journal size dm-integrity asks for when the table gives none: 1/128 of the data device,
 /// at most 64 MiB.
 pub fn default_journal_sectors(data_device_sectors: u64) -> u32 {
@@ -976,6 +1005,54 @@ mod tests {
         assert_eq!(
             initialize(&f, 100, None),
             Err(LayoutError::CannotInitialize)
+        );
+    }
+
+    #[test]
+    fn opening() {
+        let f = Format {
+            tag_size: 4,
+            log2_sectors_per_block: 0,
+            journal_sectors: 512,
+            interleave_sectors: 0,
+            journal_mac: false,
+            fix_padding: true,
+            fixed_hmac: false,
+            discard_keyed: false,
+            inline: false,
+            bitmap_mode: false,
+            start: 0,
+            log2_buffer_sectors: 7,
+        };
+        let sb = initialize(&f, 65536, None).unwrap().superblock;
+        let g = open(&sb, None, 65536, 0, 7).unwrap();
+        assert_eq!(g.provided_data_sectors(), sb.provided_data_sectors);
+        // Runs of 256 sectors allow buffers of up to 256 sectors.
+        assert_eq!(g.params().log2_buffer_sectors, 7);
+        assert_eq!(
+            open(&sb, None, 65536, 0, 12)
+                .unwrap()
+                .params()
+                .log2_buffer_sectors,
+            8
+        );
+        // A device that shrank provides less; one too small for anything is refused.
+        assert!(
+            open(&sb, None, 40000, 0, 7)
+                .unwrap()
+                .provided_data_sectors()
+                < 40000
+        );
+        assert_eq!(open(&sb, None, 300, 0, 7), Err(LayoutError::TooSmall));
+        // A small metadata device: smaller buffers until the tags fit.
+        let sb = initialize(&f, 1000, Some(193)).unwrap();
+        assert_eq!(sb.log2_buffer_sectors, 3);
+        let g = open(&sb.superblock, Some(193), 1000, 0, 7).unwrap();
+        assert_eq!(g.params().log2_buffer_sectors, 3);
+        assert_eq!(g.provided_data_sectors(), 1000);
+        assert_eq!(
+            open(&sb.superblock, Some(192), 1000, 0, 7),
+            Err(LayoutError::TooSmall)
         );
     }
 

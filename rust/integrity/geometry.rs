@@ -1044,6 +1044,31 @@ mod tests {
                 < 40000
         );
         assert_eq!(open(&sb, None, 300, 0, 7), Err(LayoutError::TooSmall));
+        // Damaged superblocks: a journal past the end of the device, an interleave out of range.
+        let journal_past_end = Superblock {
+            journal_sections: 400,
+            ..sb
+        };
+        assert_eq!(
+            open(&journal_past_end, None, 65536, 0, 7),
+            Err(LayoutError::TooSmall)
+        );
+        let no_interleave = Superblock {
+            log2_interleave_sectors: 0,
+            ..sb
+        };
+        assert_eq!(
+            open(&no_interleave, None, 65536, 0, 7),
+            Err(LayoutError::TooSmall)
+        );
+        let huge_tags = Superblock {
+            integrity_tag_size: 256,
+            ..sb
+        };
+        assert_eq!(
+            open(&huge_tags, None, 65536, 0, 7),
+            Err(LayoutError::TooSmall)
+        );
         // A small metadata device: smaller buffers until the tags fit.
         let sb = initialize(&f, 1000, Some(193)).unwrap();
         assert_eq!(sb.log2_buffer_sectors, 3);

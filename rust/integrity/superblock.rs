@@ -275,6 +275,20 @@ impl Superblock {
     }
 }
 
+/// Largest digest of the crypto API (`HASH_MAX_DIGESTSIZE`).
+pub const MAX_DIGEST_SIZE: usize = 64;
+
+/// Where the superblock's MAC goes (with `SB_FLAG_FIXED_HMAC` and a journal MAC): the last
+/// `mac_size` bytes of sector 0, covering every byte of the sector before them. `None` if such
+/// a MAC does not fit (dm-integrity: `digest is too long`).
+pub fn superblock_mac_range(mac_size: usize) -> Option<core::ops::Range<usize>> {
+    const SECTOR: usize = 512;
+    if SUPERBLOCK_SIZE + mac_size > SECTOR || mac_size > MAX_DIGEST_SIZE {
+        return None;
+    }
+    Some(SECTOR - mac_size..SECTOR)
+}
+
 /// What [`Superblock::check`] needs to know of the table line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableView {
@@ -376,6 +390,14 @@ mod tests {
             sb.set_version(bitmap, meta);
             assert_eq!(sb.version, want, "{flags:#x} {bitmap} {meta}");
         }
+    }
+
+    #[test]
+    fn superblock_mac() {
+        assert_eq!(superblock_mac_range(32), Some(480..512));
+        assert_eq!(superblock_mac_range(64), Some(448..512));
+        assert_eq!(superblock_mac_range(0), Some(512..512));
+        assert_eq!(superblock_mac_range(65), None);
     }
 
     #[test]

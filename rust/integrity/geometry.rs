@@ -609,6 +609,29 @@ pub struct Bitmap {
     pub blocks: u64,
 }
 
+impl Bitmap {
+    /// The first and last bits covering `sectors` sectors at `sector` (both block-aligned),
+    /// with blocks of `2^log2_sectors_per_block` sectors. `None` for an empty range, or one
+    /// past the bitmap.
+    pub fn bits(
+        &self,
+        sector: u64,
+        sectors: u64,
+        log2_sectors_per_block: u32,
+    ) -> Option<(u64, u64)> {
+        let shift = log2_sectors_per_block + self.log2_blocks_per_bit;
+        let last = sector.checked_add(sectors.checked_sub(1)?)?;
+        let (first_bit, last_bit) = (sector.checked_shr(shift)?, last.checked_shr(shift)?);
+        (last_bit < self.bits).then_some((first_bit, last_bit))
+    }
+
+    /// Where a bit is stored in the bitmap's area (the start of the journal): the byte and
+    /// the bit in it (the kernel keeps the bitmap in `unsigned long` words, little-endian).
+    pub fn position(bit: u64) -> (u64, u32) {
+        (bit / 8, (bit % 8) as u32)
+    }
+}
+
 /// The bitmap of a geometry: `sectors_per_bit` as the table gives it (`None` for the default),
 /// made coarse enough to fit in the journal area as dm-integrity does.
 pub fn bitmap(geometry: &Geometry, sectors_per_bit: Option<u64>) -> Bitmap {
@@ -1098,6 +1121,18 @@ mod tests {
         let b = bitmap(&g, Some(1));
         assert_eq!(b.log2_blocks_per_bit, 1);
         assert_eq!(b.bits, 1 << 19);
+        assert_eq!(b.bits(0, 1, 0), Some((0, 0)));
+        assert_eq!(b.bits(1, 2, 0), Some((0, 1)));
+        assert_eq!(b.bits(4, 4, 0), Some((2, 3)));
+        assert_eq!(
+            b.bits((1 << 20) - 2, 2, 0),
+            Some(((1 << 19) - 1, (1 << 19) - 1))
+        );
+        assert_eq!(b.bits(1 << 20, 2, 0), None);
+        assert_eq!(b.bits(8, 0, 0), None);
+        assert_eq!(b.bits(u64::MAX, 2, 0), None);
+        assert_eq!(Bitmap::position(0), (0, 0));
+        assert_eq!(Bitmap::position(13), (1, 5));
         // Never finer than a block.
         let g = Geometry::new(params(4, 3), 1 << 20, 1 << 21).unwrap();
         assert_eq!(bitmap(&g, Some(0)).log2_blocks_per_bit, 0);

@@ -13,10 +13,7 @@
 /// parameter is not given; `Some(Err(()))` when its value is not a boolean.
 pub fn bool_param(cmdline: &[u8], module: &[u8], param: &[u8]) -> Option<Result<bool, ()>> {
     let mut found = None;
-    for word in cmdline
-        .split(|c| c.is_ascii_whitespace())
-        .filter(|w| !w.is_empty())
-    {
+    for word in cmdline.split(|c| c.is_ascii_whitespace()).filter(|w| !w.is_empty()) {
         if word == b"--" {
             break;
         }
@@ -65,67 +62,30 @@ mod tests {
     fn absent() {
         assert_eq!(bool_param(b"root=/dev/sda1 quiet", M, P), None);
         assert_eq!(bool_param(b"", M, P), None);
-        assert_eq!(
-            bool_param(b"dm_verity.other=1 require_signatures=1", M, P),
-            None
-        );
+        assert_eq!(bool_param(b"dm_verity.other=1 require_signatures=1", M, P), None);
     }
 
     #[test]
     fn values() {
-        assert_eq!(
-            bool_param(b"dm_verity.require_signatures=1", M, P),
-            Some(Ok(true))
-        );
-        assert_eq!(
-            bool_param(b"quiet dm_verity.require_signatures=Y x", M, P),
-            Some(Ok(true))
-        );
-        assert_eq!(
-            bool_param(b"dm_verity.require_signatures=on", M, P),
-            Some(Ok(true))
-        );
-        assert_eq!(
-            bool_param(b"dm_verity.require_signatures=0", M, P),
-            Some(Ok(false))
-        );
-        assert_eq!(
-            bool_param(b"dm_verity.require_signatures=off", M, P),
-            Some(Ok(false))
-        );
-        assert_eq!(
-            bool_param(b"dm_verity.require_signatures", M, P),
-            Some(Ok(true))
-        );
-        assert_eq!(
-            bool_param(b"dm_verity.require_signatures=maybe", M, P),
-            Some(Err(()))
-        );
+        assert_eq!(bool_param(b"dm_verity.require_signatures=1", M, P), Some(Ok(true)));
+        assert_eq!(bool_param(b"quiet dm_verity.require_signatures=Y x", M, P), Some(Ok(true)));
+        assert_eq!(bool_param(b"dm_verity.require_signatures=on", M, P), Some(Ok(true)));
+        assert_eq!(bool_param(b"dm_verity.require_signatures=0", M, P), Some(Ok(false)));
+        assert_eq!(bool_param(b"dm_verity.require_signatures=off", M, P), Some(Ok(false)));
+        assert_eq!(bool_param(b"dm_verity.require_signatures", M, P), Some(Ok(true)));
+        assert_eq!(bool_param(b"dm_verity.require_signatures=maybe", M, P), Some(Err(())));
     }
 
     #[test]
     fn dash_and_underscore_last_wins_and_init_args() {
+        assert_eq!(bool_param(b"dm-verity.require_signatures=1", M, P), Some(Ok(true)));
         assert_eq!(
-            bool_param(b"dm-verity.require_signatures=1", M, P),
-            Some(Ok(true))
-        );
-        assert_eq!(
-            bool_param(
-                b"dm_verity.require_signatures=1 dm-verity.require_signatures=0",
-                M,
-                P
-            ),
+            bool_param(b"dm_verity.require_signatures=1 dm-verity.require_signatures=0", M, P),
             Some(Ok(false))
         );
-        assert_eq!(
-            bool_param(b"quiet -- dm_verity.require_signatures=1", M, P),
-            None
-        );
+        assert_eq!(bool_param(b"quiet -- dm_verity.require_signatures=1", M, P), None);
         assert_eq!(bool_param(b"dm_verityx.require_signatures=1", M, P), None);
         assert_eq!(bool_param(b"dm_verity.require_signatures_x=1", M, P), None);
-        assert_eq!(
-            bool_param(b"\tdm_verity.require_signatures=1\n", M, P),
-            Some(Ok(true))
-        );
+        assert_eq!(bool_param(b"\tdm_verity.require_signatures=1\n", M, P), Some(Ok(true)));
     }
 }

@@ -26,3 +26,19 @@ pub mod verity_tree;
 /// Module parameters on the kernel command line.
 #[path = "dm/cmdline.rs"]
 pub mod cmdline;
+
+/// dm-integrity's on-disk superblock.
+#[path = "integrity/superblock.rs"]
+pub mod integrity_superblock;
+
+/// dm-integrity's layout arithmetic.
+#[path = "integrity/geometry.rs"]
+pub mod integrity_geometry;
+
+/// The dm-integrity table line.
+#[path = "integrity/table.rs"]
+pub mod integrity_table;
+
+/// dm-integrity's recalculation bookkeeping and controls.
+#[path = "integrity/recalc.rs"]
+pub mod integrity_recalc;

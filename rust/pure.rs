@@ -26,3 +26,14 @@ pub mod verity_tree;
 /// Module parameters on the kernel command line.
 #[path = "dm/cmdline.rs"]
 pub mod cmdline;
+
+/// dm-crypt: the table line and the IV generators.
+pub mod crypt {
+    /// IV generation per sector.
+    #[path = "iv.rs"]
+    pub mod iv;
+
+    /// The table line, and the lines written back.
+    #[path = "table.rs"]
+    pub mod table;
+}

@@ -248,6 +248,10 @@ fn round_trips() {
     round_trip("aes-xts-plain64 :64:logon:cryptsetup:0b8a8e63-d0 0 7:0 32768 1 sector_size:4096");
     round_trip("serpent-xts-plain64 :32:user:my:key:with:colons 8 7:0 1 2 sector_size:4096 iv_large_sectors");
     round_trip(&format!(
+        "aes-xts-plain64 {K64} 0 7:0 0 6 allow_discards same_cpu_crypt high_priority \
+         submit_from_crypt_cpus no_read_workqueue no_write_workqueue"
+    ));
+    round_trip(&format!(
         "capi:xts(aes)-plain64 {K64} 16 7:0 2048 9 allow_discards same_cpu_crypt \
          submit_from_crypt_cpus no_read_workqueue no_write_workqueue integrity:28:aead \
          sector_size:4096 iv_large_sectors integrity_key_size:32"
@@ -496,7 +500,8 @@ fn refusal_order() {
         (c"Cannot parse key size", "bad(spec :x:logon:k x /dev/missing x 1 bogus"),
         (c"Invalid feature arguments", "bad(spec - x /dev/missing x 1 bogus"),
         (c"Bad cipher specification", "bad(spec - x /dev/missing x"),
-        (c"Error allocating crypto tfm", "nosuch-xts-lmk - x /dev/missing x"),
+        (c"Error allocating crypto tfm", "nosuch-xts-lmk zz x /dev/missing x"),
+        (c"Invalid IV mode", "aes-xts-bogus zz x /dev/missing x"),
         (c"IV mode lmk is not supported", "aes-xts-lmk - x /dev/missing x"),
         (c"Error decoding and setting key", "aes-xts-plain64 - x /dev/missing x"),
         (c"Invalid iv_offset sector", &format!("aes-xts-plain64 {K64} x /dev/missing x")),

@@ -639,8 +639,7 @@ impl<'a> CipherSpec<'a> {
         let (api, iv_mode) = split_last(spec, b'-');
         if aead && api.starts_with(b"authenc(") {
             // The MAC is named between "authenc(" and the first comma.
-            let comma = api.iter().position(|&c| c == b',').ok_or(BAD_AEAD)?;
-            if comma < "authenc(".len() {
+            if !api.contains(&b',') {
                 return Err(BAD_AEAD);
             }
         }

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use aes::cipher::{BlockEncrypt as _, BlockEncryptMut as _, KeyInit as _, KeyIvInit as _};
 use dm_rust_pure::args::Args;
 use dm_rust_pure::crypt::iv::{essiv_iv, BlockEncrypt, Digest, IvError, IvGen, IvMode, IvSector};
-use dm_rust_pure::crypt::table::{CipherInfo, CryptEnv, CryptTable, Key};
+use dm_rust_pure::crypt::table::{CipherInfo, CryptEnv, CryptTable, Key, Refused};
 
 /// The kernel side for the ciphers used here; keeps the key.
 #[derive(Default)]
@@ -24,24 +24,26 @@ struct Host {
 }
 
 impl CryptEnv for Host {
-    fn alloc_cipher(&mut self, name: &str, _count: u32) -> Result<CipherInfo, ()> {
+    fn alloc_cipher(&mut self, name: &str, _count: u32) -> Result<CipherInfo, Refused> {
         match name {
             "xts(aes)" | "cbc(aes)" | "essiv(cbc(aes),sha256)" => Ok(CipherInfo {
                 iv_size: 16,
                 block_size: 16,
             }),
-            _ => Err(()),
+            _ => Err(Refused),
         }
     }
-    fn set_key(&mut self, key: &Key<'_>, _size: u32) -> Result<(), ()> {
-        let Key::Hex(hex) = key else { return Err(()) };
+    fn set_key(&mut self, key: &Key<'_>, _size: u32) -> Result<(), Refused> {
+        let Key::Hex(hex) = key else {
+            return Err(Refused);
+        };
         self.key = hex
             .chunks(2)
             .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
             .collect();
         Ok(())
     }
-    fn get_device(&mut self, _path: &[u8]) -> Result<(), ()> {
+    fn get_device(&mut self, _path: &[u8]) -> Result<(), Refused> {
         Ok(())
     }
 }
@@ -83,7 +85,12 @@ fn ours(line: &str, first: u64, data: &[u8]) -> Vec<u8> {
     let t = CryptTable::parse(&Args::new(&argv), 1 << 20, &mut host).expect(line);
     let key = host.key;
     let info = t.cipher_info();
-    let gen = IvGen::new(t.iv_mode().unwrap(), info.iv_size as usize, info.block_size as usize).unwrap();
+    let gen = IvGen::new(
+        t.iv_mode().unwrap(),
+        info.iv_size as usize,
+        info.block_size as usize,
+    )
+    .unwrap();
     let sectors = IvSector::new(t.iv_offset(), t.sector_size(), t.iv_large_sectors());
     let size = t.sector_size() as usize;
     let mut out = data.to_vec();
@@ -119,7 +126,15 @@ fn ours(line: &str, first: u64, data: &[u8]) -> Vec<u8> {
 }
 
 /// What OpenSSL gives for the same sectors.
-fn reference(spec: &str, key: &str, iv_offset: u64, sector_size: u32, large: bool, first: u64, data: &[u8]) -> Vec<u8> {
+fn reference(
+    spec: &str,
+    key: &str,
+    iv_offset: u64,
+    sector_size: u32,
+    large: bool,
+    first: u64,
+    data: &[u8],
+) -> Vec<u8> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/crypt_reference.py");
     let mut child = Command::new("python3")
         .arg(script)
@@ -137,7 +152,9 @@ fn reference(spec: &str, key: &str, iv_offset: u64, sector_size: u32, large: boo
 
 /// Plaintext that differs in every 16-byte block.
 fn plaintext(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 + i / 512 * 13 + i / 4096) as u8).collect()
+    (0..len)
+        .map(|i| (i * 7 + i / 512 * 13 + i / 4096) as u8)
+        .collect()
 }
 
 const KEY: &str = "1f2e3d4c5b6a79880716253443526170\
@@ -145,7 +162,15 @@ const KEY: &str = "1f2e3d4c5b6a79880716253443526170\
                    99aabbccddeeff00fedcba9876543210\
                    0123456789abcdeffedcba9876543210";
 
-fn check(spec: &str, key: &str, iv_offset: u64, sector_size: u32, large: bool, first: u64, sectors: usize) {
+fn check(
+    spec: &str,
+    key: &str,
+    iv_offset: u64,
+    sector_size: u32,
+    large: bool,
+    first: u64,
+    sectors: usize,
+) {
     let mut opts = Vec::new();
     if sector_size != 512 {
         opts.push(format!("sector_size:{sector_size}"));
@@ -159,11 +184,26 @@ fn check(spec: &str, key: &str, iv_offset: u64, sector_size: u32, large: bool, f
     }
     let data = plaintext(sectors * sector_size as usize);
     let got = ours(&line, first, &data);
-    let want = reference(spec.trim_start_matches("aes-"), key, iv_offset, sector_size, large, first, &data);
+    let want = reference(
+        spec.trim_start_matches("aes-"),
+        key,
+        iv_offset,
+        sector_size,
+        large,
+        first,
+        &data,
+    );
     assert_eq!(want.len(), data.len(), "{line}");
     assert_ne!(got, data, "{line}");
-    for (i, (g, w)) in got.chunks(sector_size as usize).zip(want.chunks(sector_size as usize)).enumerate() {
-        assert!(g == w, "{line}: sector {i} (from target sector {first}) differs from OpenSSL's");
+    for (i, (g, w)) in got
+        .chunks(sector_size as usize)
+        .zip(want.chunks(sector_size as usize))
+        .enumerate()
+    {
+        assert!(
+            g == w,
+            "{line}: sector {i} (from target sector {first}) differs from OpenSSL's"
+        );
     }
 }
 

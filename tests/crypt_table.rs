@@ -10,7 +10,9 @@ use std::ffi::CStr;
 
 use dm_rust_pure::args::{ArgError, ArgResult, Args};
 use dm_rust_pure::crypt::iv::IvMode;
-use dm_rust_pure::crypt::table::{CipherInfo, CryptEnv, CryptTable, Key, KeyType, ShownKey};
+use dm_rust_pure::crypt::table::{
+    CipherInfo, CryptEnv, CryptTable, Key, KeyType, Refused, ShownKey,
+};
 
 /// Crypto API algorithms the fake kernel has: name, IV size, block size, accepted key sizes.
 const ALGORITHMS: &[(&str, u32, u32, &[u32])] = &[
@@ -36,9 +38,9 @@ struct Fake {
 }
 
 impl CryptEnv for Fake {
-    fn alloc_cipher(&mut self, name: &str, count: u32) -> Result<CipherInfo, ()> {
+    fn alloc_cipher(&mut self, name: &str, count: u32) -> Result<CipherInfo, Refused> {
         self.calls.push(format!("alloc {name} {count}"));
-        let alg = *ALGORITHMS.iter().find(|a| a.0 == name).ok_or(())?;
+        let alg = *ALGORITHMS.iter().find(|a| a.0 == name).ok_or(Refused)?;
         self.alg = Some(alg);
         self.count = count;
         Ok(CipherInfo {
@@ -47,25 +49,26 @@ impl CryptEnv for Fake {
         })
     }
 
-    fn set_key(&mut self, key: &Key<'_>, size: u32) -> Result<(), ()> {
+    fn set_key(&mut self, key: &Key<'_>, size: u32) -> Result<(), Refused> {
         self.calls.push(format!("key {key:?} {size}"));
         if let Key::Keyring { description, .. } = key {
             if description.starts_with("missing") {
-                return Err(());
+                return Err(Refused);
             }
         }
         // Each transform gets an equal part of the key.
-        let alg = self.alg.ok_or(())?;
+        let alg = self.alg.ok_or(Refused)?;
         if size % self.count != 0 || !alg.3.contains(&(size / self.count)) {
-            return Err(());
+            return Err(Refused);
         }
         Ok(())
     }
 
-    fn get_device(&mut self, path: &[u8]) -> Result<(), ()> {
-        self.calls.push(format!("dev {}", String::from_utf8_lossy(path)));
+    fn get_device(&mut self, path: &[u8]) -> Result<(), Refused> {
+        self.calls
+            .push(format!("dev {}", String::from_utf8_lossy(path)));
         if path.starts_with(b"/dev/missing") {
-            Err(())
+            Err(Refused)
         } else {
             Ok(())
         }
@@ -139,24 +142,123 @@ fn round_trip(line: &str) {
 #[test]
 fn cipher_specifications() {
     // (spec, key, crypto API name, IV mode, IV options, key parts)
-    let cases: &[(&str, &str, &str, Option<IvMode>, Option<&str>, u32)] = &[
-        ("aes-xts-plain64", K64, "xts(aes)", Some(IvMode::Plain64), None, 1),
-        ("aes-xts-plain", K32, "xts(aes)", Some(IvMode::Plain), None, 1),
-        ("aes-xts-plain64be", K32, "xts(aes)", Some(IvMode::Plain64Be), None, 1),
-        ("aes-cbc-essiv:sha256", &K32[..32], "essiv(cbc(aes),sha256)", Some(IvMode::Essiv), Some("sha256"), 1),
-        ("aes-cbc-plain64", K32, "cbc(aes)", Some(IvMode::Plain64), None, 1),
+    type Case<'a> = (&'a str, &'a str, &'a str, Option<IvMode>, Option<&'a str>, u32);
+    let cases: &[Case<'_>] = &[
+        (
+            "aes-xts-plain64",
+            K64,
+            "xts(aes)",
+            Some(IvMode::Plain64),
+            None,
+            1,
+        ),
+        (
+            "aes-xts-plain",
+            K32,
+            "xts(aes)",
+            Some(IvMode::Plain),
+            None,
+            1,
+        ),
+        (
+            "aes-xts-plain64be",
+            K32,
+            "xts(aes)",
+            Some(IvMode::Plain64Be),
+            None,
+            1,
+        ),
+        (
+            "aes-cbc-essiv:sha256",
+            &K32[..32],
+            "essiv(cbc(aes),sha256)",
+            Some(IvMode::Essiv),
+            Some("sha256"),
+            1,
+        ),
+        (
+            "aes-cbc-plain64",
+            K32,
+            "cbc(aes)",
+            Some(IvMode::Plain64),
+            None,
+            1,
+        ),
         ("aes-cbc-null", K32, "cbc(aes)", Some(IvMode::Null), None, 1),
-        ("aes-lrw-benbi", K32, "lrw(aes)", Some(IvMode::Benbi), None, 1),
-        ("serpent-xts-plain64", K64, "xts(serpent)", Some(IvMode::Plain64), None, 1),
-        ("twofish-xts-plain64", K64, "xts(twofish)", Some(IvMode::Plain64), None, 1),
-        ("des3_ede-cbc-plain64", &K64[..48], "cbc(des3_ede)", Some(IvMode::Plain64), None, 1),
-        ("capi:xts(aes)-plain64", K64, "xts(aes)", Some(IvMode::Plain64), None, 1),
-        ("capi:cbc(aes)-essiv:sha256", K32, "essiv(cbc(aes),sha256)", Some(IvMode::Essiv), Some("sha256"), 1),
-        ("capi:xts(twofish)-plain", K32, "xts(twofish)", Some(IvMode::Plain), None, 1),
+        (
+            "aes-lrw-benbi",
+            K32,
+            "lrw(aes)",
+            Some(IvMode::Benbi),
+            None,
+            1,
+        ),
+        (
+            "serpent-xts-plain64",
+            K64,
+            "xts(serpent)",
+            Some(IvMode::Plain64),
+            None,
+            1,
+        ),
+        (
+            "twofish-xts-plain64",
+            K64,
+            "xts(twofish)",
+            Some(IvMode::Plain64),
+            None,
+            1,
+        ),
+        (
+            "des3_ede-cbc-plain64",
+            &K64[..48],
+            "cbc(des3_ede)",
+            Some(IvMode::Plain64),
+            None,
+            1,
+        ),
+        (
+            "capi:xts(aes)-plain64",
+            K64,
+            "xts(aes)",
+            Some(IvMode::Plain64),
+            None,
+            1,
+        ),
+        (
+            "capi:cbc(aes)-essiv:sha256",
+            K32,
+            "essiv(cbc(aes),sha256)",
+            Some(IvMode::Essiv),
+            Some("sha256"),
+            1,
+        ),
+        (
+            "capi:xts(twofish)-plain",
+            K32,
+            "xts(twofish)",
+            Some(IvMode::Plain),
+            None,
+            1,
+        ),
         ("capi:ecb(aes)", K32, "ecb(aes)", None, None, 1),
         // Several keys: the key is split between as many transforms.
-        ("aes:2-cbc-plain64", K64, "cbc(aes)", Some(IvMode::Plain64), None, 2),
-        ("aes:4-xts-plain64", &format!("{K64}{K64}"), "xts(aes)", Some(IvMode::Plain64), None, 4),
+        (
+            "aes:2-cbc-plain64",
+            K64,
+            "cbc(aes)",
+            Some(IvMode::Plain64),
+            None,
+            2,
+        ),
+        (
+            "aes:4-xts-plain64",
+            &format!("{K64}{K64}"),
+            "xts(aes)",
+            Some(IvMode::Plain64),
+            None,
+            4,
+        ),
         // The original format: a bare cipher, or cipher-plain, means cbc-plain.
         ("aes", K32, "cbc(aes)", Some(IvMode::Plain), None, 1),
         ("aes-plain", K32, "cbc(aes)", Some(IvMode::Plain), None, 1),
@@ -169,16 +271,29 @@ fn cipher_specifications() {
         let t = parse_len_env(&line, LEN, &mut env).unwrap_or_else(|e| panic!("{line}: {:?}", e.0));
         assert_eq!(t.cipher_api(), api, "{spec}");
         assert_eq!(env.calls[0], format!("alloc {api} {parts}"), "{spec}");
-        assert_eq!((t.iv_mode(), t.iv_opts(), t.key_parts()), (mode, opts, parts), "{spec}");
+        assert_eq!(
+            (t.iv_mode(), t.iv_opts(), t.key_parts()),
+            (mode, opts, parts),
+            "{spec}"
+        );
         assert_eq!(t.cipher_string(), spec);
-        assert_eq!(t.key_size() as usize, if key == "-" { 0 } else { key.len() / 2 });
+        assert_eq!(
+            t.key_size() as usize,
+            if key == "-" { 0 } else { key.len() / 2 }
+        );
         assert!(!t.iv_mode_ignored(), "{spec}");
     }
     // An IV mode for a cipher without IVs is dropped (dm-crypt only warns).
     let t = parse(&format!("aes-ecb-plain64 {K32} 0 /dev/sda 0"));
-    assert_eq!((t.cipher_api(), t.iv_mode(), t.iv_mode_ignored()), ("ecb(aes)", None, true));
+    assert_eq!(
+        (t.cipher_api(), t.iv_mode(), t.iv_mode_ignored()),
+        ("ecb(aes)", None, true)
+    );
     let t = parse("capi:ecb(cipher_null)-lmk - 0 /dev/sda 0");
-    assert_eq!((t.iv_mode(), t.iv_mode_ignored(), t.key_parts()), (None, true, 64));
+    assert_eq!(
+        (t.iv_mode(), t.iv_mode_ignored(), t.key_parts()),
+        (None, true, 64)
+    );
 }
 
 #[test]
@@ -196,12 +311,24 @@ fn fields_and_calls() {
     )
     .unwrap();
     assert_eq!(t.key(), Key::Hex(K64.to_uppercase().as_bytes()));
-    assert_eq!((t.iv_offset(), t.dev(), t.start()), (4096, &b"/dev/vdb"[..], 32768));
+    assert_eq!(
+        (t.iv_offset(), t.dev(), t.start()),
+        (4096, &b"/dev/vdb"[..], 32768)
+    );
     assert!(t.allow_discards() && t.same_cpu_crypt() && t.high_priority());
     assert!(t.submit_from_crypt_cpus() && t.no_read_workqueue() && t.no_write_workqueue());
     assert!(t.iv_large_sectors());
-    assert_eq!((t.sector_size(), t.integrity(), t.integrity_key_size()), (4096, None, Some(16)));
-    assert_eq!(t.cipher_info(), CipherInfo { iv_size: 16, block_size: 16 });
+    assert_eq!(
+        (t.sector_size(), t.integrity(), t.integrity_key_size()),
+        (4096, None, Some(16))
+    );
+    assert_eq!(
+        t.cipher_info(),
+        CipherInfo {
+            iv_size: 16,
+            block_size: 16
+        }
+    );
     assert_eq!(
         env.calls,
         [
@@ -219,7 +346,10 @@ fn fields_and_calls() {
         &mut env,
     )
     .unwrap();
-    let keyring = Key::Keyring { key_type: KeyType::Logon, description: "cryptsetup:0b8a8e63-d0" };
+    let keyring = Key::Keyring {
+        key_type: KeyType::Logon,
+        description: "cryptsetup:0b8a8e63-d0",
+    };
     assert_eq!((t.key(), t.key_size()), (keyring, 64));
     assert_eq!(env.calls[1], format!("key {keyring:?} 64"));
     for (name, key_type) in [
@@ -228,14 +358,22 @@ fn fields_and_calls() {
         ("trusted", KeyType::Trusted),
     ] {
         let t = parse(&format!("aes-xts-plain64 :32:{name}:k 0 /dev/vdb 0"));
-        assert_eq!(t.key(), Key::Keyring { key_type, description: "k" });
+        assert_eq!(
+            t.key(),
+            Key::Keyring {
+                key_type,
+                description: "k"
+            }
+        );
     }
     // The empty key reaches the kernel too, which sets a zero-length key.
     let mut env = Fake::default();
     parse_len_env("capi:ecb(cipher_null) - 0 /dev/vdb 0", LEN, &mut env).unwrap();
     assert_eq!(env.calls[1], "key Empty 0");
 
-    let t = parse(&format!("aes-cbc-essiv:sha256 {K32} 0 8:16 0 1 integrity:28:none"));
+    let t = parse(&format!(
+        "aes-cbc-essiv:sha256 {K32} 0 8:16 0 1 integrity:28:none"
+    ));
     let i = t.integrity().unwrap();
     assert_eq!((i.tag_size, i.profile), (28, "none"));
 }
@@ -243,7 +381,9 @@ fn fields_and_calls() {
 #[test]
 fn round_trips() {
     round_trip(&format!("aes-xts-plain64 {K64} 0 8:16 0"));
-    round_trip(&format!("aes-cbc-essiv:sha256 {K32} 7 253:1 18446744073709551615"));
+    round_trip(&format!(
+        "aes-cbc-essiv:sha256 {K32} 7 253:1 18446744073709551615"
+    ));
     round_trip("capi:ecb(cipher_null) - 0 7:0 0");
     round_trip("aes-xts-plain64 :64:logon:cryptsetup:0b8a8e63-d0 0 7:0 32768 1 sector_size:4096");
     round_trip("serpent-xts-plain64 :32:user:my:key:with:colons 8 7:0 1 2 sector_size:4096 iv_large_sectors");
@@ -276,19 +416,29 @@ fn canonical_output() {
     );
     // An empty option group writes no count.
     let t = parse(&format!("aes-xts-plain64 {K64} 0 /dev/vdb 0 0"));
-    assert_eq!(table_line(&t, "254:0"), format!("aes-xts-plain64 {K64} 0 254:0 0"));
+    assert_eq!(
+        table_line(&t, "254:0"),
+        format!("aes-xts-plain64 {K64} 0 254:0 0")
+    );
     // An odd last hex digit is not part of the key (dm-crypt reads key_size = length / 2).
     let t = parse(&format!("aes-cbc-plain64 {K32}f 0 /dev/vdb 0"));
     assert_eq!((t.key(), t.key_size()), (Key::Hex(K32.as_bytes()), 32));
-    assert_eq!(table_line(&t, "1:2"), format!("aes-cbc-plain64 {K32} 0 1:2 0"));
+    assert_eq!(
+        table_line(&t, "1:2"),
+        format!("aes-cbc-plain64 {K32} 0 1:2 0")
+    );
     // The kernel's sscanf wraps numbers; "%hu" keeps sector_size modulo 2^16.
-    let t = parse(&format!("aes-xts-plain64 {K64} 18446744073709551617 /dev/vdb 0 1 sector_size:66048"));
+    let t = parse(&format!(
+        "aes-xts-plain64 {K64} 18446744073709551617 /dev/vdb 0 1 sector_size:66048"
+    ));
     assert_eq!((t.iv_offset(), t.sector_size()), (1, 512));
-    let t = parse(&format!("aes-xts-plain64 :4294967360:logon:k 0 /dev/vdb 0"));
+    let t = parse("aes-xts-plain64 :4294967360:logon:k 0 /dev/vdb 0");
     assert_eq!(t.key_size(), 64);
     // After `key wipe` the key in memory is zeroes, and that is what is written.
     let mut out = String::new();
-    parse(&format!("aes-xts-plain64 {K32} 0 /dev/vdb 0")).write_table(&mut out, "7:0", ShownKey::Bytes(&[0; 32])).unwrap();
+    parse(&format!("aes-xts-plain64 {K32} 0 /dev/vdb 0"))
+        .write_table(&mut out, "7:0", ShownKey::Bytes(&[0; 32]))
+        .unwrap();
     assert_eq!(out, format!("aes-xts-plain64 {} 0 7:0 0", "0".repeat(64)));
 }
 
@@ -324,7 +474,10 @@ fn status_and_ima() {
 fn refusals() {
     let x = format!("aes-xts-plain64 {K64}");
     let cases: &[(&CStr, &[&str])] = &[
-        (c"Not enough arguments", &["aes-xts-plain64 - 0 /dev/vdb", "a b c d"]),
+        (
+            c"Not enough arguments",
+            &["aes-xts-plain64 - 0 /dev/vdb", "a b c d"],
+        ),
         (
             c"Cannot parse key size",
             &[
@@ -381,7 +534,10 @@ fn refusals() {
                 &format!("{x} 0 /dev/vdb 0 1 integrity:32:"),
             ],
         ),
-        (c"Invalid integrity_key_size argument", &[&format!("{x} 0 /dev/vdb 0 1 integrity_key_size:0")]),
+        (
+            c"Invalid integrity_key_size argument",
+            &[&format!("{x} 0 /dev/vdb 0 1 integrity_key_size:0")],
+        ),
         (
             c"Bad cipher specification",
             &[
@@ -398,7 +554,10 @@ fn refusals() {
                 &format!("aes:2x-xts-plain64 {K64} 0 /dev/vdb 0"),
             ],
         ),
-        (c"IV mechanism required", &[&format!("aes-xts {K64} 0 /dev/vdb 0")]),
+        (
+            c"IV mechanism required",
+            &[&format!("aes-xts {K64} 0 /dev/vdb 0")],
+        ),
         (
             c"Digest algorithm missing for ESSIV mode",
             &[
@@ -408,20 +567,29 @@ fn refusals() {
         ),
         (
             c"Cannot allocate cipher strings",
-            &[&format!("{}-cbc-plain64 {K32} 0 /dev/vdb 0", "a".repeat(123))],
+            &[&format!(
+                "{}-cbc-plain64 {K32} 0 /dev/vdb 0",
+                "a".repeat(123)
+            )],
         ),
         (
             c"Cannot allocate cipher string",
-            &[&format!("capi:cbc({})-essiv:sha256 {K32} 0 /dev/vdb 0", "a".repeat(110))],
+            &[&format!(
+                "capi:cbc({})-essiv:sha256 {K32} 0 /dev/vdb 0",
+                "a".repeat(110)
+            )],
         ),
         (
             c"Invalid AEAD cipher spec",
-            &[&format!("capi:authenc(hmac(sha256))-random {K64} 0 /dev/vdb 0 1 integrity:32:aead")],
+            &[&format!(
+                "capi:authenc(hmac(sha256))-random {K64} 0 /dev/vdb 0 1 integrity:32:aead"
+            )],
         ),
         (
             c"Error allocating crypto tfm",
             &[
-                &format!("aes-xts-plain65 {K64} 0 /dev/vdb 0 1 sector_size:4096").replace("xts", "ctr"),
+                &format!("aes-xts-plain65 {K64} 0 /dev/vdb 0 1 sector_size:4096")
+                    .replace("xts", "ctr"),
                 &format!("nosuch-xts-plain64 {K64} 0 /dev/vdb 0"),
                 &format!("capi:xts(nosuch)-plain64 {K64} 0 /dev/vdb 0"),
                 &format!("capi:{}-plain64 {K64} 0 /dev/vdb 0", "x".repeat(200)),
@@ -437,11 +605,29 @@ fn refusals() {
                 &format!("aes-xts-plain64-x {K64} 0 /dev/vdb 0"),
             ],
         ),
-        (c"IV mode lmk is not supported", &[&format!("aes:64-cbc-lmk {} 0 /dev/vdb 0", "00".repeat(64 * 16))]),
-        (c"IV mode tcw is not supported", &[&format!("aes-cbc-tcw {K32} 0 /dev/vdb 0")]),
-        (c"IV mode random is not supported", &[&format!("capi:xts(aes)-random {K64} 0 /dev/vdb 0")]),
-        (c"IV mode eboiv is not supported", &[&format!("aes-cbc-eboiv {K32} 0 /dev/vdb 0")]),
-        (c"IV mode elephant is not supported", &[&format!("aes-cbc-elephant {K64} 0 /dev/vdb 0")]),
+        (
+            c"IV mode lmk is not supported",
+            &[&format!(
+                "aes:64-cbc-lmk {} 0 /dev/vdb 0",
+                "00".repeat(64 * 16)
+            )],
+        ),
+        (
+            c"IV mode tcw is not supported",
+            &[&format!("aes-cbc-tcw {K32} 0 /dev/vdb 0")],
+        ),
+        (
+            c"IV mode random is not supported",
+            &[&format!("capi:xts(aes)-random {K64} 0 /dev/vdb 0")],
+        ),
+        (
+            c"IV mode eboiv is not supported",
+            &[&format!("aes-cbc-eboiv {K32} 0 /dev/vdb 0")],
+        ),
+        (
+            c"IV mode elephant is not supported",
+            &[&format!("aes-cbc-elephant {K64} 0 /dev/vdb 0")],
+        ),
         (
             c"Error decoding and setting key",
             &[
@@ -463,7 +649,10 @@ fn refusals() {
                 "capi:ecb(cipher_null) :0:logon:k 0 /dev/vdb 0",
             ],
         ),
-        (c"Error creating IV", &[&format!("capi:xctr(aes)-benbi {K32} 0 /dev/vdb 0")]),
+        (
+            c"Error creating IV",
+            &[&format!("capi:xctr(aes)-benbi {K32} 0 /dev/vdb 0")],
+        ),
         (
             c"Invalid iv_offset sector",
             &[
@@ -474,7 +663,10 @@ fn refusals() {
             ],
         ),
         (c"Device lookup failed", &[&format!("{x} 0 /dev/missing 0")]),
-        (c"Invalid device sector", &[&format!("{x} 0 /dev/vdb x"), &format!("{x} 0 /dev/vdb -0")]),
+        (
+            c"Invalid device sector",
+            &[&format!("{x} 0 /dev/vdb x"), &format!("{x} 0 /dev/vdb -0")],
+        ),
     ];
     for (want, lines) in cases {
         for line in *lines {
@@ -484,11 +676,19 @@ fn refusals() {
     // The target length must be a whole number of encryption sectors.
     assert_eq!(
         parse_len(&format!("{x} 0 /dev/vdb 0 1 sector_size:4096"), 2047).err(),
-        Some(ArgError(c"Device size is not multiple of sector_size feature"))
+        Some(ArgError(
+            c"Device size is not multiple of sector_size feature"
+        ))
     );
     assert!(parse_len(&format!("{x} 8 /dev/vdb 0 1 sector_size:4096"), 8).is_ok());
     // Not UTF-8: no such algorithm.
-    let argv: [&[u8]; 5] = [b"aes-xts-plain\xff", K64.as_bytes(), b"0", b"/dev/vdb", b"0"];
+    let argv: [&[u8]; 5] = [
+        b"aes-xts-plain\xff",
+        K64.as_bytes(),
+        b"0",
+        b"/dev/vdb",
+        b"0",
+    ];
     let r = CryptTable::parse(&Args::new(&argv), LEN, &mut Fake::default());
     assert_eq!(r.err(), Some(ArgError(c"Error allocating crypto tfm")));
 }
@@ -497,15 +697,36 @@ fn refusals() {
 fn refusal_order() {
     // dm-crypt's order: key size syntax, options, cipher, IV mode, key, iv_offset, device, start.
     let cases: &[(&CStr, &str)] = &[
-        (c"Cannot parse key size", "bad(spec :x:logon:k x /dev/missing x 1 bogus"),
-        (c"Invalid feature arguments", "bad(spec - x /dev/missing x 1 bogus"),
+        (
+            c"Cannot parse key size",
+            "bad(spec :x:logon:k x /dev/missing x 1 bogus",
+        ),
+        (
+            c"Invalid feature arguments",
+            "bad(spec - x /dev/missing x 1 bogus",
+        ),
         (c"Bad cipher specification", "bad(spec - x /dev/missing x"),
-        (c"Error allocating crypto tfm", "nosuch-xts-lmk zz x /dev/missing x"),
+        (
+            c"Error allocating crypto tfm",
+            "nosuch-xts-lmk zz x /dev/missing x",
+        ),
         (c"Invalid IV mode", "aes-xts-bogus zz x /dev/missing x"),
-        (c"IV mode lmk is not supported", "aes-xts-lmk - x /dev/missing x"),
-        (c"Error decoding and setting key", "aes-xts-plain64 - x /dev/missing x"),
-        (c"Invalid iv_offset sector", &format!("aes-xts-plain64 {K64} x /dev/missing x")),
-        (c"Device lookup failed", &format!("aes-xts-plain64 {K64} 0 /dev/missing x")),
+        (
+            c"IV mode lmk is not supported",
+            "aes-xts-lmk - x /dev/missing x",
+        ),
+        (
+            c"Error decoding and setting key",
+            "aes-xts-plain64 - x /dev/missing x",
+        ),
+        (
+            c"Invalid iv_offset sector",
+            &format!("aes-xts-plain64 {K64} x /dev/missing x"),
+        ),
+        (
+            c"Device lookup failed",
+            &format!("aes-xts-plain64 {K64} 0 /dev/missing x"),
+        ),
     ];
     for (want, line) in cases {
         assert_eq!(error(line), *want, "{line}");
@@ -515,6 +736,8 @@ fn refusal_order() {
     assert!(parse_len_env("aes-xts-plain64 - 0 /dev/vdb 0", LEN, &mut env).is_err());
     assert_eq!(env.calls, ["alloc xts(aes) 1", "key Empty 0"]);
     // Arguments after the option group are ignored, as by dm-crypt.
-    let t = parse(&format!("aes-xts-plain64 {K64} 0 /dev/vdb 0 1 allow_discards trailing words"));
+    let t = parse(&format!(
+        "aes-xts-plain64 {K64} 0 /dev/vdb 0 1 allow_discards trailing words"
+    ));
     assert!(t.allow_discards());
 }

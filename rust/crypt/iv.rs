@@ -265,10 +265,19 @@ mod tests {
     #[test]
     fn generators() {
         let s = 0x0102_0304_0506_0708u64;
-        assert_eq!(iv(IvMode::Plain, 16, 16, s)[..], [8, 7, 6, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(iv(IvMode::Plain64, 16, 16, s)[..], [8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            iv(IvMode::Plain, 16, 16, s)[..],
+            [8, 7, 6, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            iv(IvMode::Plain64, 16, 16, s)[..],
+            [8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
         assert_eq!(iv(IvMode::Essiv, 16, 16, s), iv(IvMode::Plain64, 16, 16, s));
-        assert_eq!(iv(IvMode::Plain64Be, 16, 16, s)[..], [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            iv(IvMode::Plain64Be, 16, 16, s)[..],
+            [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]
+        );
         assert_eq!(iv(IvMode::Null, 16, 16, s), [0; 16]);
         // benbi: 16-byte blocks, 32 per sector: sector 3 starts at block 96, counted from 1.
         assert_eq!(iv(IvMode::Benbi, 16, 16, 3)[8..], 97u64.to_be_bytes());
@@ -279,8 +288,14 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert_eq!(IvGen::new(IvMode::Benbi, 16, 24), Err(IvError::BlockSizeNotPowerOfTwo));
-        assert_eq!(IvGen::new(IvMode::Benbi, 16, 1024), Err(IvError::BlockSizeTooLarge));
+        assert_eq!(
+            IvGen::new(IvMode::Benbi, 16, 24),
+            Err(IvError::BlockSizeNotPowerOfTwo)
+        );
+        assert_eq!(
+            IvGen::new(IvMode::Benbi, 16, 1024),
+            Err(IvError::BlockSizeTooLarge)
+        );
         assert!(IvGen::new(IvMode::Benbi, 16, 512).is_ok());
         assert!(IvGen::new(IvMode::Plain64, 16, 1024).is_ok());
         assert_eq!(IvGen::new(IvMode::Plain64, 0, 16), Err(IvError::IvTooShort));

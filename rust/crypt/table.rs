@@ -70,18 +70,23 @@ const UNSUPPORTED_IV_MODES: [(&str, &CStr); 5] = [
     ("elephant", c"IV mode elephant is not supported"),
 ];
 
+/// The kernel side's refusal of a step (the table line is then refused with dm-crypt's message
+/// for that step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused;
+
 /// The kernel's side of the constructor: what cannot be decided from the table line alone.
 pub trait CryptEnv {
     /// Allocates `count` transforms of the crypto API skcipher `name` (dm-crypt's
     /// `crypt_alloc_tfms`); returns its IV size and block size in bytes.
-    fn alloc_cipher(&mut self, name: &str, count: u32) -> Result<CipherInfo, ()>;
+    fn alloc_cipher(&mut self, name: &str, count: u32) -> Result<CipherInfo, Refused>;
     /// Loads the key into the transforms: decodes a hex key (checked to be hex already) or
     /// reads a keyring key of `size` bytes, then sets it (dm-crypt's `crypt_set_key` after its
     /// string checks). Called for an empty key (`-`) too: dm-crypt sets a zero-length key, which
     /// only keyless ciphers such as `ecb(cipher_null)` accept.
-    fn set_key(&mut self, key: &Key<'_>, size: u32) -> Result<(), ()>;
+    fn set_key(&mut self, key: &Key<'_>, size: u32) -> Result<(), Refused>;
     /// Looks the device up (`dm_get_device`).
-    fn get_device(&mut self, path: &[u8]) -> Result<(), ()>;
+    fn get_device(&mut self, path: &[u8]) -> Result<(), Refused>;
 }
 
 /// What the crypto API tells of an allocated cipher.
@@ -154,7 +159,11 @@ impl<'a> Key<'a> {
         let Some(rest) = arg.strip_prefix(b":") else {
             let size = u32::try_from(arg.len() / 2).map_err(|_| BAD_KEY)?;
             if size == 0 {
-                return if arg == b"-" { Ok((Key::Empty, 0)) } else { Err(BAD_KEY) };
+                return if arg == b"-" {
+                    Ok((Key::Empty, 0))
+                } else {
+                    Err(BAD_KEY)
+                };
             }
             let hex = &arg[..2 * size as usize];
             if !hex.iter().all(u8::is_ascii_hexdigit) {
@@ -299,7 +308,9 @@ impl<'a> CryptTable<'a> {
             let mut group = args.group(MAX_OPT_ARGS, BAD_OPT_COUNT)?;
             Options::parse(&mut group, len)?
         };
-        let aead = opts.integrity.is_some_and(|i| i.profile.eq_ignore_ascii_case("aead"));
+        let aead = opts
+            .integrity
+            .is_some_and(|i| i.profile.eq_ignore_ascii_case("aead"));
         let sector_size = opts.sector_size.unwrap_or(1 << SECTOR_SHIFT);
 
         let spec = if let Some(rest) = cipher_arg.strip_prefix(b"capi:") {
@@ -312,7 +323,9 @@ impl<'a> CryptTable<'a> {
         if api.is_empty() || api.len() >= MAX_ALG_NAME {
             return Err(NO_TFM);
         }
-        let cipher = env.alloc_cipher(api, spec.tfms_count).map_err(|()| NO_TFM)?;
+        let cipher = env
+            .alloc_cipher(api, spec.tfms_count)
+            .map_err(|Refused| NO_TFM)?;
 
         // crypt_ctr_ivmode.
         let mut iv_mode_name = spec.iv_mode;
@@ -333,7 +346,7 @@ impl<'a> CryptTable<'a> {
         };
 
         let (key, key_size) = Key::parse(key_arg)?;
-        env.set_key(&key, key_size).map_err(|()| BAD_KEY)?;
+        env.set_key(&key, key_size).map_err(|Refused| BAD_KEY)?;
         if let Some(mode) = iv_mode {
             IvGen::new(mode, cipher.iv_size as usize, cipher.block_size as usize)
                 .map_err(|_| BAD_IV)?;
@@ -343,7 +356,7 @@ impl<'a> CryptTable<'a> {
         if iv_offset & (u64::from(sector_size >> SECTOR_SHIFT) - 1) != 0 {
             return Err(BAD_IV_OFFSET);
         }
-        env.get_device(dev).map_err(|()| NO_DEVICE)?;
+        env.get_device(dev).map_err(|Refused| NO_DEVICE)?;
         let start = scan_whole(start_arg).ok_or(BAD_START)?;
 
         let to_str = |s: &'a [u8]| core::str::from_utf8(s).map_err(|_| NO_TFM);
@@ -488,7 +501,12 @@ impl<'a> CryptTable<'a> {
     /// Writes the table line as dm-crypt reports it (`STATUSTYPE_TABLE`), with the device named
     /// `dev_name` (`major:minor`) and the key as given. dm-crypt always writes the key; it is
     /// `dmsetup` that replaces its digits with zeroes unless `--showkeys` is given.
-    pub fn write_table<W: Write>(&self, w: &mut W, dev_name: &str, key: ShownKey<'_>) -> fmt::Result {
+    pub fn write_table<W: Write>(
+        &self,
+        w: &mut W,
+        dev_name: &str,
+        key: ShownKey<'_>,
+    ) -> fmt::Result {
         write!(w, "{} ", self.cipher_string)?;
         match key {
             ShownKey::Bytes([]) => w.write_char('-')?,
@@ -556,7 +574,11 @@ impl<'a> CryptTable<'a> {
             yn(self.iv_large_sectors),
         )?;
         if let Some(i) = self.integrity {
-            write!(w, ",integrity_tag_size={},cipher_auth={}", i.tag_size, i.profile)?;
+            write!(
+                w,
+                ",integrity_tag_size={},cipher_auth={}",
+                i.tag_size, i.profile
+            )?;
         }
         if self.sector_size != 1 << SECTOR_SHIFT {
             write!(w, ",sector_size={}", self.sector_size)?;
@@ -590,9 +612,8 @@ impl<'a> Options<'a> {
                 o.no_read_workqueue = true;
             } else if is("no_write_workqueue") {
                 o.no_write_workqueue = true;
-            } else if let Some((tag_size, rest)) = arg
-                .strip_prefix(b"integrity:")
-                .and_then(scan_decimal)
+            } else if let Some((tag_size, rest)) =
+                arg.strip_prefix(b"integrity:").and_then(scan_decimal)
             {
                 // sscanf("integrity:%u:") counts the number even when no colon follows; the
                 // profile starts after the next colon.
@@ -602,12 +623,16 @@ impl<'a> Options<'a> {
                 }
                 let colon = rest.iter().position(|&c| c == b':').ok_or(BAD_INTEGRITY)?;
                 let profile = &rest[colon + 1..];
-                if !profile.eq_ignore_ascii_case(b"aead") && !profile.eq_ignore_ascii_case(b"none") {
+                if !profile.eq_ignore_ascii_case(b"aead") && !profile.eq_ignore_ascii_case(b"none")
+                {
                     return Err(BAD_INTEGRITY_PROFILE);
                 }
                 let profile = core::str::from_utf8(profile).map_err(|_| BAD_INTEGRITY_PROFILE)?;
                 o.integrity = Some(Integrity { tag_size, profile });
-            } else if let Some(n) = arg.strip_prefix(b"integrity_key_size:").and_then(scan_whole) {
+            } else if let Some(n) = arg
+                .strip_prefix(b"integrity_key_size:")
+                .and_then(scan_whole)
+            {
                 if n as u32 == 0 {
                     return Err(BAD_INTEGRITY_KEY_SIZE);
                 }
@@ -615,7 +640,8 @@ impl<'a> Options<'a> {
             } else if let Some(n) = arg.strip_prefix(b"sector_size:").and_then(scan_whole) {
                 // "%hu": the number is kept modulo 2^16.
                 let size = u32::from(n as u16);
-                if !(1 << SECTOR_SHIFT..=MAX_SECTOR_SIZE).contains(&size) || !size.is_power_of_two() {
+                if !(1 << SECTOR_SHIFT..=MAX_SECTOR_SIZE).contains(&size) || !size.is_power_of_two()
+                {
                     return Err(BAD_SECTOR_SIZE);
                 }
                 if len & (u64::from(size >> SECTOR_SHIFT) - 1) != 0 {

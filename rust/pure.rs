@@ -27,7 +27,7 @@ pub mod verity_tree;
 #[path = "dm/cmdline.rs"]
 pub mod cmdline;
 
-/// dm-crypt: the table line and the IV generators.
+/// dm-crypt: the table line and the IV generators. Not yet a module of the kernel crate.
 pub mod crypt {
     /// IV generation per sector.
     #[path = "iv.rs"]

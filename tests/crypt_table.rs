@@ -142,7 +142,14 @@ fn round_trip(line: &str) {
 #[test]
 fn cipher_specifications() {
     // (spec, key, crypto API name, IV mode, IV options, key parts)
-    type Case<'a> = (&'a str, &'a str, &'a str, Option<IvMode>, Option<&'a str>, u32);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<IvMode>,
+        Option<&'a str>,
+        u32,
+    );
     let cases: &[Case<'_>] = &[
         (
             "aes-xts-plain64",

@@ -748,3 +748,58 @@ fn refusal_order() {
     ));
     assert!(t.allow_discards());
 }
+
+#[test]
+fn messages() {
+    use dm_rust_pure::crypt::table::{Message, MessageError};
+    let m = |words: &str, suspended: bool, size: u32| {
+        let argv: Vec<&'static [u8]> = String::from(words)
+            .leak()
+            .split_whitespace()
+            .map(str::as_bytes)
+            .collect();
+        Message::parse(&argv, suspended, size)
+    };
+    assert_eq!(m("key wipe", true, 64), Ok(Message::KeyWipe));
+    assert_eq!(m("KEY Wipe", true, 64), Ok(Message::KeyWipe));
+    assert_eq!(
+        m(&format!("key set {K64}"), true, 64),
+        Ok(Message::KeySet(Key::Hex(K64.as_bytes())))
+    );
+    assert_eq!(
+        m("key set :64:logon:cryptsetup:x-d0", true, 64),
+        Ok(Message::KeySet(Key::Keyring {
+            key_type: KeyType::Logon,
+            description: "cryptsetup:x-d0"
+        }))
+    );
+    assert_eq!(m("key set -", true, 0), Ok(Message::KeySet(Key::Empty)));
+    // The key size may not change; the key must parse.
+    assert_eq!(
+        m(&format!("key set {K32}"), true, 64),
+        Err(MessageError::BadKey)
+    );
+    assert_eq!(
+        m("key set :32:logon:k", true, 64),
+        Err(MessageError::BadKey)
+    );
+    assert_eq!(m("key set :x:logon:k", true, 64), Err(MessageError::BadKey));
+    assert_eq!(
+        m(&format!("key set {}", "zz".repeat(64)), true, 64),
+        Err(MessageError::BadKey)
+    );
+    // Key messages need a suspended device; that is checked first.
+    assert_eq!(m("key wipe", false, 64), Err(MessageError::NotSuspended));
+    assert_eq!(m("key bogus", false, 64), Err(MessageError::NotSuspended));
+    for bad in [
+        "key",
+        "",
+        "wipe key",
+        "key wipe now",
+        "key set",
+        "key bogus",
+        "keys wipe",
+    ] {
+        assert_eq!(m(bad, true, 64), Err(MessageError::Unrecognised), "{bad}");
+    }
+}

@@ -803,3 +803,48 @@ pub fn scan_whole(s: &[u8]) -> Option<u64> {
         _ => None,
     }
 }
+
+/// A message to the target (`dmsetup message <dev> 0 ...`), as dm-crypt's `crypt_message`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// `key set <key>`: load a new key of the same size (cryptsetup luksResume).
+    KeySet(Key<'a>),
+    /// `key wipe`: forget the key (cryptsetup luksSuspend).
+    KeyWipe,
+}
+
+/// Why a message is refused; each is `EINVAL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageError {
+    /// Not a message dm-crypt knows: dm-crypt logs "unrecognised message received.".
+    Unrecognised,
+    /// A key message while the device is not suspended: dm-crypt logs "not suspended during key
+    /// manipulation.".
+    NotSuspended,
+    /// `key set` with a key dm-crypt cannot parse or of another size (nothing logged).
+    BadKey,
+}
+
+impl<'a> Message<'a> {
+    /// Parses a message for a target whose key is `key_size` bytes, `suspended` or not. The
+    /// kernel side still has to load a `key set` key, and refuse it (`EINVAL`) if that fails.
+    pub fn parse(argv: &[&'a [u8]], suspended: bool, key_size: u32) -> Result<Self, MessageError> {
+        let is = |arg: &[u8], word: &str| arg.eq_ignore_ascii_case(word.as_bytes());
+        match argv {
+            [key, ..] if argv.len() >= 2 && is(key, "key") => {
+                if !suspended {
+                    return Err(MessageError::NotSuspended);
+                }
+                match argv {
+                    [_, set, new] if is(set, "set") => match Key::parse(new) {
+                        Ok((key, size)) if size == key_size => Ok(Message::KeySet(key)),
+                        _ => Err(MessageError::BadKey),
+                    },
+                    [_, wipe] if is(wipe, "wipe") => Ok(Message::KeyWipe),
+                    _ => Err(MessageError::Unrecognised),
+                }
+            }
+            _ => Err(MessageError::Unrecognised),
+        }
+    }
+}

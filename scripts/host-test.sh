@@ -10,7 +10,14 @@ if ! command -v veritysetup >/dev/null; then
 fi
 # The dm-crypt known-answer test takes its reference from OpenSSL: the openssl command and
 # python3-cryptography.
-if ! command -v openssl >/dev/null || ! python3 -c 'import cryptography' 2>/dev/null; then
+has_cryptography() {
+	local py
+	for py in python3 /usr/bin/python3; do
+		"$py" -c 'import cryptography' 2>/dev/null && return 0
+	done
+	return 1
+}
+if ! command -v openssl >/dev/null || ! has_cryptography; then
 	echo "host-test: installing openssl and python3-cryptography" >&2
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl python3-cryptography >/dev/null
 fi

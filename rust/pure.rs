@@ -42,3 +42,14 @@ pub mod integrity_table;
 /// dm-integrity's recalculation bookkeeping and controls.
 #[path = "integrity/recalc.rs"]
 pub mod integrity_recalc;
+
+/// dm-crypt: the table line and the IV generators. Not yet a module of the kernel crate.
+pub mod crypt {
+    /// IV generation per sector.
+    #[path = "iv.rs"]
+    pub mod iv;
+
+    /// The table line, and the lines written back.
+    #[path = "table.rs"]
+    pub mod table;
+}

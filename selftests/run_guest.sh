@@ -42,7 +42,7 @@ done
 
 echo "# selftest: kernel log"
 dmesg >>"$klog"
-cp "$klog" "$(dirname "$RESULTS")/kernel.log" 2>/dev/null || true
+cp "$klog" "$(dirname "$RESULTS")/kernel.log" && chmod 644 "$(dirname "$RESULTS")/kernel.log" || true
 bad=$(grep -E 'WARNING:|BUG:|Oops|Kernel panic|possible recursive locking|circular locking|KASAN|KFENCE|ODEBUG|UBSAN|general protection fault|RIP:' "$klog" | head -n 20)
 if [ -n "$bad" ]; then
 	printf '# %s\n' "$bad"

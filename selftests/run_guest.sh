@@ -33,10 +33,13 @@ if [ -w /sys/kernel/debug/kmemleak ]; then
 fi
 # The kernel log of the run, kept script by script (a long run may overflow the ring buffer).
 klog=$(mktemp)
+# Per script (selftests/settings); the debug kernel (KASAN, lockdep) runs several times slower.
+limit=2400
+case $(uname -r) in *-dmrust-debug) limit=7200 ;; esac
 for p in "${progs[@]}"; do
 	echo "# selftest: $p"
 	# A script that dies, times out or does not run all it planned counts as one failure more.
-	count < <(timeout 2400 "./$p" 2>&1; rc=$?; [ $rc -eq 0 ] || echo "not ok - $p exited with $rc")
+	count < <(timeout "$limit" "./$p" 2>&1; rc=$?; [ $rc -eq 0 ] || echo "not ok - $p exited with $rc")
 	dmesg -c >>"$klog"
 done
 

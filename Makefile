@@ -5,6 +5,8 @@
 #   make demo       set up, build, and run the demonstration in a guest
 #   make check      host tests, then the selftests in a guest booting the lab's kernel
 #   make bench      compare our targets with the kernel's in a guest (not a test)
+#   make check-debug  every selftest on the lab's debug kernel (KASAN, lockdep, kmemleak...), then
+#                   leak_check.sh; builds that kernel on first use (not part of `make check`)
 #   make KDIR=...   build against any prepared Rust-enabled kernel tree, with the host's toolchain
 #   make install    install build/dm_rust.ko for $(KREL) and the modprobe.d snippet (DESTDIR-aware)
 # Kbuild builds the module itself (see Kbuild).
@@ -48,4 +50,12 @@ check: host-test module
 bench: module
 	scripts/vm.sh scripts/bench.sh
 
-.PHONY: all lab module clean install demo host-test check bench
+# The debug flavour of the lab's kernel, and dm_rust.ko built against it (build/debug/dm_rust.ko).
+debug-module: lab
+	FLAVOUR=debug scripts/lab.sh setup
+	FLAVOUR=debug scripts/build.sh
+
+check-debug: debug-module
+	FLAVOUR=debug scripts/run-selftests.sh $(shell sed -n 's/^TEST_PROGS := //p' selftests/Makefile) leak_check.sh
+
+.PHONY: all lab module clean install demo host-test check bench debug-module check-debug

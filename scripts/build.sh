@@ -4,19 +4,21 @@
 # Builds dm_rust.ko inside the lab (the kernel's exact toolchain, the prepared kernel tree) and
 # checks that it will load on the lab's kernel: every undefined symbol is exported by the kernel
 # or its modules (Module.symvers), and the vermagic equals that of Debian's own modules.
-# Output: build/dm_rust.ko.
+# Output: build/dm_rust.ko; with FLAVOUR=debug, build/debug/dm_rust.ko against the lab's debug kernel
+# (scripts/lab.sh, FLAVOUR=debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/lab.sh env)"
+out=build${FLAVOUR:+/$FLAVOUR}
 
 die() { printf 'build: error: %s\n' "$*" >&2; exit 1; }
 
 # Build from a copy of the sources inside the root filesystem, so the repository stays clean and
 # nothing needs to stay mounted in the root that the guest shares. Each checkout has its own build
 # directory there, and one build at a time uses the lab (builds share its /proc mount).
-name=dm-rust-$(printf '%s' "$PWD" | md5sum | cut -c1-8)
+name=dm-rust-$(printf '%s' "$PWD" | md5sum | cut -c1-8)${FLAVOUR:+-$FLAVOUR}
 src=$ROOTFS/build/$name
-mkdir -p build
+mkdir -p "$out"
 exec 9>"$LAB/build.lock"
 flock 9
 rm -rf "$src"
@@ -25,17 +27,16 @@ cp -a Kbuild include rust "$src/"
 # objtool reads /proc; unmount it again afterwards, since the guest shares this root.
 mountpoint -q "$ROOTFS/proc" || { mount -t proc proc "$ROOTFS/proc"; trap 'umount -l "$ROOTFS/proc"' EXIT; }
 chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-	make -C "$KDIR_IN_ROOT" M="/build/$name" ARCH=x86 CROSS_COMPILE=x86_64-linux-gnu- \
-	CC="$GCC_CMD" HOSTCC="$HOSTCC" KERNELRELEASE="$KREL" -j"$(nproc)" modules
-cp "$src/dm_rust.ko" build/dm_rust.ko
+	make -C "$KDIR_IN_ROOT" M="/build/$name" $KMAKE_VARS KERNELRELEASE="$KREL" -j"$(nproc)" modules
+cp "$src/dm_rust.ko" "$out/dm_rust.ko"
 
 # Loadability checks.
 symvers=$KDIR/Module.symvers
-missing=$(nm -u build/dm_rust.ko | awk '{print $2}' | sort -u |
+missing=$(nm -u "$out/dm_rust.ko" | awk '{print $2}' | sort -u |
 	comm -23 - <(awk '{print $2}' "$symvers" | sort -u))
 [ -z "$missing" ] || die "symbols not exported by $KREL: $(echo $missing)"
-ours=$(modinfo -F vermagic build/dm_rust.ko)
+ours=$(modinfo -F vermagic "$out/dm_rust.ko")
 ref=$(modinfo -F vermagic "$(find "$ROOTFS/lib/modules/$KREL/kernel/drivers/md" -name 'dm-mod.ko*' | head -n 1)")
 [ "$ours" = "$ref" ] || die "vermagic '$ours' differs from the kernel's modules ('$ref')"
-printf 'build: build/dm_rust.ko (%s bytes), vermagic "%s", all %s undefined symbols exported\n' \
-	"$(stat -c %s build/dm_rust.ko)" "$ours" "$(nm -u build/dm_rust.ko | wc -l)"
+printf 'build: %s (%s bytes), vermagic "%s", all %s undefined symbols exported\n' \
+	"$out/dm_rust.ko" "$(stat -c %s "$out/dm_rust.ko")" "$ours" "$(nm -u "$out/dm_rust.ko" | wc -l)"

@@ -13,16 +13,21 @@
 #   setup  build or check the lab (default)
 #   env    print shell assignments describing the lab (KDIR, ROOTFS, ...), for the Makefile and scripts
 #
-# Environment: KREL (kernel release, default 7.3.4+deb13-amd64), DM_RUST_LAB (cache, default /var/tmp/dm-rust-lab).
+# Environment: KREL (kernel release, default 7.3.4+deb13-amd64), DM_RUST_LAB (cache, default /var/tmp/dm-rust-lab),
+# FLAVOUR (empty: Debian's kernel; "debug": the same source rebuilt with KASAN, lockdep, kmemleak... as
+# release $KREL-dmrust-debug, see scripts/debug-kernel/; setup builds it on top of the lab, env describes it).
 set -euo pipefail
 
 KREL=${KREL:-7.3.4+deb13-amd64}
+KREL=${KREL%-dmrust-debug}
 LAB=${DM_RUST_LAB:-/var/tmp/dm-rust-lab}
 SUITE=${DM_RUST_SUITE:-trixie}
 VNG_VERSION=1.42
 BASE=$LAB/$KREL
 ROOTFS=$BASE/rootfs
 STAMPS=$BASE/stamps
+FLAVOUR=${FLAVOUR:-}
+DEBUG_DIR=$(cd "$(dirname "$0")" && pwd)/debug-kernel
 
 log() { printf 'lab: %s\n' "$*" >&2; }
 die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
@@ -182,6 +187,102 @@ kernel_tree() {
 	mark "tree-$TOOLKEY"
 }
 
+# --- The debug flavour -------------------------------------------------------------------------
+# The same Debian source, configured from Debian's .config cut down by `make localmodconfig` to the
+# modules in scripts/debug-kernel/modules (plus the crypto API's), with scripts/debug-kernel/config on
+# top (KASAN, KFENCE, lockdep, atomic-sleep checks, kmemleak, debugobjects, Rust debug assertions).
+# KASAN and Rust together need clang, so this kernel is built with the LLVM whose version rustc was
+# built with (the one bindgen's libclang already is). Its modules go to /lib/modules/$DKREL and its
+# image to /boot/vmlinuz-$DKREL in the root filesystem; the built tree is what modules build against.
+read_debug() {
+	local llvm
+	llvm=$(cd "$ROOTFS/usr/lib" && ls -d llvm-[0-9]* 2>/dev/null | sort -V | tail -n 1)
+	[ -n "$llvm" ] || die "no LLVM in the root filesystem (bindgen's libclang): set up the lab first"
+	LLVM_MAJOR=${llvm#llvm-}
+	LLVM_DEB=$(dpkg-query --admindir="$ROOTFS/var/lib/dpkg" -W -f '${Version}' "libclang1-$LLVM_MAJOR" 2>/dev/null) ||
+		die "libclang1-$LLVM_MAJOR is not installed in the root filesystem"
+	DKREL=$KREL-dmrust-debug
+	DHASH=$(cat "$DEBUG_DIR/config" "$DEBUG_DIR/modules" | md5sum | cut -c1-8)
+	DKEY="rustc-$RUSTC_UP-bindgen-$BINDGEN_UP-clang-${LLVM_DEB//[:~]/_}-config-$DHASH"
+	DKDIR_IN_ROOT=/usr/src/dm-rust-kernel-debug/$DKEY
+	DKDIR=$ROOTFS$DKDIR_IN_ROOT
+	DEBUG_PKGS="clang-$LLVM_MAJOR=$LLVM_DEB lld-$LLVM_MAJOR=$LLVM_DEB llvm-$LLVM_MAJOR=$LLVM_DEB"
+}
+
+# The LLVM toolchain, pinned to the version of the libclang already there (installed once per list).
+debug_toolchain() {
+	local key
+	key=$(echo "$DEBUG_PKGS" | md5sum | cut -c1-8)
+	step_done "debug-toolchain-$key" && return 0
+	log "installing the debug flavour's toolchain: $DEBUG_PKGS"
+	# shellcheck disable=SC2086 # one word per package
+	in_root_ns apt-get install -y -qq --no-install-recommends $DEBUG_PKGS >/dev/null ||
+		die "could not install $DEBUG_PKGS"
+	in_root_ns apt-get clean
+	mark "debug-toolchain-$key"
+}
+
+# Like in_root, in a mount namespace of its own: the long build mounts /proc for itself, where neither
+# the guests sharing this root nor another checkout's `lab.sh setup` (which unmounts it) see it.
+in_root_ns() {
+	unshare --mount --propagation private /bin/sh -c 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"' \
+		"$ROOTFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+		DEBIAN_FRONTEND=noninteractive "$@"
+}
+
+dmake() {
+	in_root_ns nice -n 19 make -C "$DKDIR_IN_ROOT" ARCH=x86 LLVM="-$LLVM_MAJOR" KERNELRELEASE="$DKREL" "$@"
+}
+
+debug_kernel() {
+	read_toolchain
+	read_debug
+	step_done "debug-$DKEY" && return 0
+	# One debug build at a time, whichever checkout asks for it.
+	exec 7>"$LAB/debug-build.lock"
+	flock 7
+	step_done "debug-$DKEY" && return 0
+	debug_toolchain
+	local tarball cfg=$DKDIR/.config debian=$ROOTFS/usr/src/linux-headers-$KREL/.config line sym t0 t1
+	tarball=$(ls "$ROOTFS"/usr/src/linux-source-*.tar.xz 2>/dev/null | head -n 1)
+	[ -n "$tarball" ] || die "linux-source tarball missing"
+	log "debug flavour $DKREL: unpacking $(basename "$tarball") into $DKDIR_IN_ROOT"
+	rm -rf "$DKDIR"
+	mkdir -p "$DKDIR"
+	tar -xJf "$tarball" -C "$DKDIR" --strip-components=1
+	cp "$debian" "$cfg"
+	grep -v '^#' "$DEBUG_DIR/modules" | awk 'NF {print $1}' >"$DKDIR/dm-rust-debug.lsmod"
+	{
+		dmake olddefconfig
+		dmake LSMOD=dm-rust-debug.lsmod localmodconfig
+	} >"$BASE/debug-config.log" 2>&1 || die "configuring the debug kernel failed, see $BASE/debug-config.log"
+	# The crypto API's modules stay (device-mapper and cryptsetup load algorithms by name), then the fragment.
+	{ grep -E '^CONFIG_CRYPTO_[A-Z0-9_]+=m$' "$debian"; cat "$DEBUG_DIR/config"; } >>"$cfg"
+	dmake olddefconfig >>"$BASE/debug-config.log" 2>&1 || die "olddefconfig failed, see $BASE/debug-config.log"
+	# Every line of the fragment, and every option the selftests need (selftests/config), must have held.
+	while IFS= read -r line; do
+		case $line in
+		"# CONFIG_"*" is not set") grep -qxF "$line" "$cfg" || die "debug kernel: '$line' did not hold" ;;
+		CONFIG_*=m) sym=${line%%=*}; grep -qE "^$sym=(m|y)$" "$cfg" || die "debug kernel: $sym is not m or y" ;;
+		CONFIG_*) grep -qxF "$line" "$cfg" || die "debug kernel: '$line' did not hold ($(grep "^${line%%=*}=" "$cfg"))" ;;
+		esac
+	done < <(cat "$DEBUG_DIR/config" "$(dirname "$DEBUG_DIR")/../selftests/config")
+	log "building the debug kernel (nice 19, -j2, log in $BASE/debug-build.log)"
+	t0=$(date +%s)
+	dmake -j2 bzImage modules >"$BASE/debug-build.log" 2>&1 ||
+		die "the debug kernel build failed, see $BASE/debug-build.log"
+	t1=$(date +%s)
+	rm -rf "$ROOTFS/lib/modules/$DKREL"
+	dmake INSTALL_MOD_PATH=/ INSTALL_MOD_STRIP=1 modules_install >>"$BASE/debug-build.log" 2>&1 ||
+		die "modules_install failed, see $BASE/debug-build.log"
+	cp "$DKDIR/arch/x86/boot/bzImage" "$ROOTFS/boot/vmlinuz-$DKREL"
+	cp "$cfg" "$ROOTFS/boot/config-$DKREL"
+	cp "$DKDIR/System.map" "$ROOTFS/boot/System.map-$DKREL"
+	echo "$((t1 - t0))" >"$BASE/debug-build.seconds"
+	log "debug kernel $DKREL built in $((t1 - t0))s, $(wc -l <"$DKDIR/modules.order") modules"
+	mark "debug-$DKEY"
+}
+
 virtme() {
 	step_done "vng-$VNG_VERSION" && return 0
 	log "installing virtme-ng $VNG_VERSION"
@@ -193,6 +294,19 @@ virtme() {
 
 print_env() {
 	read_toolchain
+	if [ "$FLAVOUR" = debug ]; then
+		read_debug
+		cat <<-EOF
+		KREL=$DKREL
+		LAB=$LAB
+		ROOTFS=$ROOTFS
+		KDIR=$DKDIR
+		KDIR_IN_ROOT=$DKDIR_IN_ROOT
+		KMAKE_VARS='ARCH=x86 LLVM=-$LLVM_MAJOR'
+		VNG=$LAB/venv/bin/vng
+		EOF
+		return
+	fi
 	cat <<-EOF
 	KREL=$KREL
 	LAB=$LAB
@@ -201,6 +315,7 @@ print_env() {
 	KDIR_IN_ROOT=$KDIR_IN_ROOT
 	GCC_CMD=$GCC_CMD
 	HOSTCC=gcc-$GCC_MAJOR
+	KMAKE_VARS='ARCH=x86 CROSS_COMPILE=x86_64-linux-gnu- CC=$GCC_CMD HOSTCC=gcc-$GCC_MAJOR'
 	VNG=$LAB/venv/bin/vng
 	EOF
 }
@@ -217,6 +332,7 @@ setup)
 	toolchain
 	kernel_tree
 	umount_root
+	[ "$FLAVOUR" != debug ] || debug_kernel
 	virtme
 	log "ready in $(( $(date +%s) - start ))s: KDIR=$KDIR"
 	;;

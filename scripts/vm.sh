@@ -8,7 +8,8 @@
 #
 # Usage: scripts/vm.sh <script relative to the repository> [args...]
 # Environment: VM_MEMORY (default 2G), VM_CPUS (default 2), VM_OVMF=1 to boot through OVMF with
-# the test certificate in db (see scripts/ovmf.sh).
+# the test certificate in db (see scripts/ovmf.sh), FLAVOUR=debug to boot the lab's debug kernel
+# (scripts/lab.sh) instead of Debian's.
 # Guests run one at a time on this machine (a lock in the lab), so two checkouts may call this.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -5,6 +5,7 @@
 
 KSFT_SKIP=4
 SCRATCH=${SCRATCH:-/tmp/dm-rust-selftests}
+case $(uname -r) in *-dmrust-debug) DM_RUST_KO=${DM_RUST_KO:-/dm-rust/build/debug/dm_rust.ko} ;; esac
 DM_RUST_KO=${DM_RUST_KO:-/dm-rust/build/dm_rust.ko}
 mkdir -p "$SCRATCH"
 

@@ -12,11 +12,11 @@ reload_verity() {
 	cleanup_devices
 	case $VERITY_IMPL in
 	kernel)
-		rmmod dm_verity 2>/dev/null
+		if module_loaded dm_verity; then rmmod dm_verity || fail "dm_verity is busy"; fi
 		modprobe dm_verity "$@"
 		;;
 	*)
-		rmmod dm_rust 2>/dev/null
+		if module_loaded dm_rust; then rmmod dm_rust || fail "dm_rust is busy"; fi
 		# What device-mapper's request_module does (the install line adds the parameters of
 		# dm-rust.conf; modprobe adds those given here).
 		modprobe dm_rust "$@"
@@ -33,6 +33,22 @@ open_image() {
 	dl=$(ro_loop "$data")
 	hl=$(ro_loop "$hash")
 	veritysetup open "$dl" rs_ev "$hl" "$root" "$@"
+}
+
+# audit_enabled <0|1>: switches the kernel's audit on or off (AUDIT_SET over netlink, what
+# `auditctl -e` does; the guest has no auditd). device-mapper sends its records only while audit
+# is enabled; with no daemon listening, kauditd prints them to the kernel log.
+audit_enabled() {
+	python3 - "$1" <<'PY'
+import socket, struct, sys
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 9)  # NETLINK_AUDIT
+payload = struct.pack("=II", 1, int(sys.argv[1]))  # mask AUDIT_STATUS_ENABLED, enabled
+msg = struct.pack("=IHHII", 16 + len(payload), 1001, 1 | 4, 1, 0) + payload  # AUDIT_SET, REQUEST|ACK
+s.sendto(msg, (0, 0))
+reply = s.recv(4096)
+length, kind, flags, seq, pid, err = struct.unpack("=IHHIIi", reply[:20])
+sys.exit(0 if kind == 2 and err == 0 else 1)  # NLMSG_ERROR with 0: acknowledged
+PY
 }
 
 # udevadm monitor of kernel uevents, into $SCRATCH/uevents; waits until it listens.
@@ -67,7 +83,11 @@ test_corruption_events() {
 	for b in 10 20 30; do expect_eio /dev/mapper/rs_ev 4096 "$b"; done
 	echo "$burst" >/proc/sys/kernel/printk_ratelimit_burst
 	mark=$(kmsg_mark)
+	audit_enabled 1 || fail "cannot enable audit"
+	trap 'audit_enabled 0' EXIT
 	expect_eio /dev/mapper/rs_ev 4096 40
+	audit_enabled 0
+	trap - EXIT
 	# The uevents are sent before the bio completes: by now they are all out.
 	for _ in $(seq 50); do
 		[ "$(grep -c '^DM_VERITY_ERR_BLOCK_NR=' "$SCRATCH/uevents")" -ge 4 ] && break
@@ -143,9 +163,9 @@ test_require_signatures_parameter() {
 # stands in for a boot with it) is honoured by whatever modprobe dm-verity loads.
 test_require_signatures_cmdline() {
 	local fake
+	cleanup_devices
 	fake=$(scratch cmdline)
 	printf '%s dm_verity.require_signatures=1\n' "$(cat /proc/cmdline)" >"$fake"
-	cleanup_devices
 	case $VERITY_IMPL in kernel) rmmod dm_verity ;; *) rmmod dm_rust ;; esac
 	mount --bind "$fake" /proc/cmdline
 	local r=0

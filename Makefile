@@ -7,6 +7,8 @@
 #   make bench      compare our targets with the kernel's in a guest (not a test)
 #   make KDIR=...   build against any prepared Rust-enabled kernel tree, with the host's toolchain
 #   make install    install build/dm_rust.ko for $(KREL) and the modprobe.d snippet (DESTDIR-aware)
+#   make deb        the Debian packages (module for $(KREL), DKMS, source) in build/deb/
+#   make check-packaging  lintian, the module package in a guest, the DKMS package in a clean chroot
 # Kbuild builds the module itself (see Kbuild).
 
 KREL ?= 7.3.4+deb13-amd64
@@ -48,4 +50,10 @@ check: host-test module
 bench: module
 	scripts/vm.sh scripts/bench.sh
 
-.PHONY: all lab module clean install demo host-test check bench
+deb: lab
+	scripts/deb.sh
+
+check-packaging: deb
+	scripts/check-packaging.sh
+
+.PHONY: all lab module clean install demo host-test check bench deb check-packaging

@@ -15,6 +15,19 @@ die() { printf 'check-module: error: %s\n' "$*" >&2; exit 1; }
 ko=$1 symvers=$2 krel=$3 moddir=${4:-/lib/modules/$3}
 [ -f "$ko" ] || die "$ko missing"
 [ -f "$symvers" ] || die "$symvers missing"
+# An installed module may be compressed (DKMS compresses like the kernel's modules).
+case "$ko" in
+*.xz | *.zst | *.gz)
+	tmp=$(mktemp)
+	trap 'rm -f "$tmp"' EXIT
+	case "$ko" in
+	*.xz) xz -dc "$ko" ;;
+	*.zst) zstd -qdc "$ko" ;;
+	*.gz) gzip -dc "$ko" ;;
+	esac >"$tmp" || die "cannot decompress $ko"
+	shown=$ko ko=$tmp
+	;;
+esac
 
 missing=$(nm -u "$ko" | awk '{print $2}' | sort -u |
 	comm -23 - <(awk '{print $2}' "$symvers" | sort -u))
@@ -31,4 +44,4 @@ else
 	esac
 fi
 printf 'check-module: %s (%s bytes), vermagic "%s", all %s undefined symbols exported by %s\n' \
-	"$ko" "$(stat -c %s "$ko")" "$ours" "$(nm -u "$ko" | wc -l)" "$krel"
+	"${shown:-$ko}" "$(stat -c %s "$ko")" "$ours" "$(nm -u "$ko" | wc -l)" "$krel"

@@ -18,7 +18,7 @@ ko=$1 symvers=$2 krel=$3 moddir=${4:-/lib/modules/$3}
 # An installed module may be compressed (DKMS compresses like the kernel's modules).
 case "$ko" in
 *.xz | *.zst | *.gz)
-	tmp=$(mktemp)
+	tmp=$(mktemp --suffix=.ko)
 	trap 'rm -f "$tmp"' EXIT
 	case "$ko" in
 	*.xz) xz -dc "$ko" ;;
@@ -33,7 +33,7 @@ missing=$(nm -u "$ko" | awk '{print $2}' | sort -u |
 	comm -23 - <(awk '{print $2}' "$symvers" | sort -u))
 [ -z "$missing" ] || die "symbols not exported by $krel: $(echo $missing)"
 ours=$(modinfo -F vermagic "$ko")
-ref_mod=$(find "$moddir/kernel/drivers/md" -name 'dm-mod.ko*' 2>/dev/null | head -n 1)
+ref_mod=$(find "$moddir/kernel/drivers/md" -name 'dm-mod.ko*' 2>/dev/null | head -n 1) || true
 if [ -n "$ref_mod" ]; then
 	ref=$(modinfo -F vermagic "$ref_mod")
 	[ "$ours" = "$ref" ] || die "vermagic '$ours' differs from the kernel's modules ('$ref')"

@@ -9,6 +9,8 @@
 #                   leak_check.sh; builds that kernel on first use (not part of `make check`)
 #   make KDIR=...   build against any prepared Rust-enabled kernel tree, with the host's toolchain
 #   make install    install build/dm_rust.ko for $(KREL) and the modprobe.d snippet (DESTDIR-aware)
+#   make deb        the Debian packages (module for $(KREL), DKMS, source) in build/deb/
+#   make check-packaging  lintian, the module package in a guest, the DKMS package in a clean chroot
 # Kbuild builds the module itself (see Kbuild).
 
 KREL ?= 7.3.4+deb13-amd64
@@ -58,4 +60,10 @@ debug-module: lab
 check-debug: debug-module
 	FLAVOUR=debug scripts/run-selftests.sh $(shell sed -n 's/^TEST_PROGS := //p' selftests/Makefile) leak_check.sh
 
-.PHONY: all lab module clean install demo host-test check bench debug-module check-debug
+deb: lab
+	scripts/deb.sh
+
+check-packaging: deb
+	scripts/check-packaging.sh
+
+.PHONY: all lab module clean install demo host-test check bench deb check-packaging debug-module check-debug

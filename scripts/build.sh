@@ -30,13 +30,5 @@ chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root L
 	make -C "$KDIR_IN_ROOT" M="/build/$name" $KMAKE_VARS KERNELRELEASE="$KREL" -j"$(nproc)" modules
 cp "$src/dm_rust.ko" "$out/dm_rust.ko"
 
-# Loadability checks.
-symvers=$KDIR/Module.symvers
-missing=$(nm -u "$out/dm_rust.ko" | awk '{print $2}' | sort -u |
-	comm -23 - <(awk '{print $2}' "$symvers" | sort -u))
-[ -z "$missing" ] || die "symbols not exported by $KREL: $(echo $missing)"
-ours=$(modinfo -F vermagic "$out/dm_rust.ko")
-ref=$(modinfo -F vermagic "$(find "$ROOTFS/lib/modules/$KREL/kernel/drivers/md" -name 'dm-mod.ko*' | head -n 1)")
-[ "$ours" = "$ref" ] || die "vermagic '$ours' differs from the kernel's modules ('$ref')"
-printf 'build: %s (%s bytes), vermagic "%s", all %s undefined symbols exported\n' \
-	"$out/dm_rust.ko" "$(stat -c %s "$out/dm_rust.ko")" "$ours" "$(nm -u "$out/dm_rust.ko" | wc -l)"
+# Loadability checks (shared with the Debian packages' builds).
+scripts/check-module.sh "$out/dm_rust.ko" "$KDIR/Module.symvers" "$KREL" "$ROOTFS/lib/modules/$KREL"

@@ -8,8 +8,9 @@
 #
 # Usage: scripts/vm.sh <script relative to the repository> [args...]
 # Environment: VM_MEMORY (default 2G), VM_CPUS (default 2), VM_OVMF=1 to boot through OVMF with
-# the test certificate in db (see scripts/ovmf.sh), FLAVOUR=debug to boot the lab's debug kernel
-# (scripts/lab.sh) instead of Debian's.
+# the test certificate in db (see scripts/ovmf.sh), VM_OVMF_VARS=<file> to boot through OVMF with that
+# variable store instead (a copy is used), VM_APPEND="..." for more kernel command-line options,
+# FLAVOUR=debug to boot the lab's debug kernel (scripts/lab.sh) instead of Debian's.
 # Guests run one at a time on this machine (a lock in the lab), so two checkouts may call this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +25,18 @@ if [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then
 fi
 
 qemu_opts=()
-if [ "${VM_OVMF:-0}" = 1 ]; then
+if [ -n "${VM_OVMF_VARS:-}" ]; then
+	# OVMF writes into its variable store: one copy per boot (copies older than a day are removed).
+	find "$LAB" -maxdepth 1 -name 'vars.boot.*' -mmin +1440 -delete 2>/dev/null || true
+	vars=$(mktemp "$LAB/vars.boot.XXXXXX")
+	cp "$VM_OVMF_VARS" "$vars"
+	qemu_opts=(--qemu-opts="-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd -drive if=pflash,format=raw,unit=1,file=$vars")
+elif [ "${VM_OVMF:-0}" = 1 ]; then
 	vars=$(scripts/ovmf.sh vars)
 	qemu_opts=(--qemu-opts="-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd -drive if=pflash,format=raw,unit=1,file=$vars")
 fi
+
+[ -z "${VM_APPEND:-}" ] || qemu_opts+=(--append="$VM_APPEND")
 
 mkdir -p "$ROOTFS/dm-rust"
 # Emulation is CPU-bound and the machine has two cores: one guest at a time, whoever starts it.

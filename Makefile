@@ -3,7 +3,8 @@
 # dm-rust. Everyday targets:
 #   make            build dm_rust.ko in the lab (sets the lab up on first use)
 #   make demo       set up, build, and run the demonstration in a guest
-#   make check      host tests, then the selftests in a guest booting the lab's kernel
+#   make check      host tests, then the selftests in a guest booting the lab's kernel (our targets)
+#   make check-reference  the same selftests against the kernel's own C targets (validates the tests)
 #   make bench      compare our targets with the kernel's in a guest (not a test)
 #   make check-debug  every selftest on the lab's debug kernel (KASAN, lockdep, kmemleak...), then
 #                   leak_check.sh; builds that kernel on first use (not part of `make check`)
@@ -47,7 +48,10 @@ host-test:
 	scripts/host-test.sh
 
 check: host-test module
-	scripts/run-selftests.sh
+	scripts/run-selftests.sh --impl=rust
+
+check-reference: lab
+	scripts/run-selftests.sh --impl=kernel
 
 bench: module
 	scripts/vm.sh scripts/bench.sh
@@ -66,4 +70,4 @@ deb: lab
 check-packaging: deb
 	scripts/check-packaging.sh
 
-.PHONY: all lab module clean install demo host-test check bench deb check-packaging debug-module check-debug
+.PHONY: all lab module clean install demo host-test check check-reference bench deb check-packaging debug-module check-debug

@@ -20,8 +20,9 @@ disk=$(losetup -f --show "$work/disk.img")
 dmsetup create demo_linear --table "0 32768 linear-rs $disk 2048"
 dmsetup table demo_linear
 echo "hello from linear-rs" | dd of=/dev/mapper/demo_linear bs=512 conv=sync,notrunc oflag=direct status=none
-printf 'read back at sector 2048 of %s: ' "$disk"
-dd if="$disk" bs=512 skip=2048 count=1 status=none | tr -d '\0'
+back=$(dd if="$disk" bs=512 skip=2048 count=1 status=none | tr -d '\0')
+[ "$back" = "hello from linear-rs" ] || { echo "sector 2048 of $disk holds '$back': NOT EXPECTED"; exit 1; }
+echo "read back at sector 2048 of $disk: $back"
 dmsetup remove demo_linear
 
 step "verity: veritysetup format, open, verify"
@@ -33,7 +34,12 @@ hash=$(losetup -r -f --show "$work/hash.img")
 veritysetup open "$data" demo_verity "$hash" "$root"
 veritysetup status demo_verity
 dmsetup table demo_verity
-cmp /dev/mapper/demo_verity "$work/data.img" && echo "all 16 MiB read back and verified"
+if cmp /dev/mapper/demo_verity "$work/data.img"; then
+	echo "all 16 MiB read back and verified"
+else
+	echo "the data read through demo_verity differs from the image: NOT EXPECTED"
+	exit 1
+fi
 
 step "verity: one flipped byte in data block 100"
 veritysetup close demo_verity
@@ -46,8 +52,12 @@ if dd if=/dev/mapper/demo_verity bs=4096 skip=100 count=1 iflag=direct of=/dev/n
 else
 	echo "block 100: read refused (EIO), as it must be"
 fi
-dd if=/dev/mapper/demo_verity bs=4096 skip=101 count=1 iflag=direct of=/dev/null status=none &&
-	echo "block 101: reads fine"
+dd if=/dev/mapper/demo_verity bs=4096 skip=101 count=1 iflag=direct status=none |
+	cmp - <(dd if="$work/data.img" bs=4096 skip=101 count=1 status=none) ||
+	{ echo "block 101 does not read back: NOT EXPECTED"; exit 1; }
+echo "block 101: reads fine"
+[ "$(dmsetup status demo_verity | awk '{ print $4 }')" = C ] ||
+	{ echo "status does not say corrupted (C): NOT EXPECTED"; exit 1; }
 dmsetup status demo_verity
 dmesg | grep 'is corrupted' | tail -n 1
 veritysetup close demo_verity

@@ -8,9 +8,12 @@
 #
 # Usage: scripts/vm.sh <script relative to the repository> [args...]
 # Environment: VM_MEMORY (default 2G), VM_CPUS (default 2), VM_OVMF=1 to boot through OVMF with
-# the test certificate in db (see scripts/ovmf.sh), VM_OVMF_VARS=<file> to boot through OVMF with that
-# variable store instead (a copy is used), VM_APPEND="..." for more kernel command-line options,
-# FLAVOUR=debug to boot the lab's debug kernel (scripts/lab.sh) instead of Debian's.
+# the test certificate in db (see scripts/ovmf.sh); VM_OVMF_VARS=<file> to boot through OVMF with that
+# variable store instead (a copy is used); VM_APPEND="..." for more kernel command-line options;
+# FLAVOUR=debug to boot the lab's debug kernel (scripts/lab.sh) instead of Debian's; VM_CONSOLE=<file>
+# to keep the guest's kernel console (every kernel message, from the first line of the boot) in
+# that file, together with the guest's stderr; VM_STARTED=<file> to have the time the guest starts
+# (after the lock below) written there, for a caller that watches the guest.
 # Guests run one at a time on this machine (a lock in the lab), so two checkouts may call this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +48,13 @@ if ! flock -n 8; then
 	echo "vm: waiting for the guest running from another checkout to end" >&2
 	flock 8
 fi
+[ -z "${VM_STARTED:-}" ] || date +%s >"$VM_STARTED"
+verbose=
+if [ -n "${VM_CONSOLE:-}" ]; then
+	verbose=--verbose
+	exec 2>"$VM_CONSOLE"
+fi
 export PATH="$(dirname "$VNG"):$PATH"
-exec "$VNG" $kvm -r "$ROOTFS/boot/vmlinuz-$KREL" --root "$ROOTFS" --busybox "$ROOTFS/usr/bin/busybox" \
+exec "$VNG" $kvm $verbose -r "$ROOTFS/boot/vmlinuz-$KREL" --root "$ROOTFS" --busybox "$ROOTFS/usr/bin/busybox" \
 	--user root -m "${VM_MEMORY:-2G}" -p "${VM_CPUS:-2}" --rwdir="/dm-rust=$PWD" \
 	"${qemu_opts[@]}" --exec "$cmd"

@@ -4,23 +4,11 @@
 # compatible with the kernel's dm-verity: data round trip, hash algorithms, block sizes, format
 # versions, salts, hash offsets, corruption of data, of each hash tree level and of the root digest,
 # every optional argument, signed root hashes, bad tables, and the security_bdev_setintegrity() hook
-# that hands IPE the root hash (observed with bpftrace).
-# VERITY_IMPL=rust (default: dm_rust with upstream_names=1) or kernel (dm-verity itself); see
-# verity_lib.sh for how to choose it (environment, or the file build/verity-impl).
+# that hands IPE the root hash (observed with bpftrace, selftests/bpf/setintegrity.bt). IPE itself
+# is tested in verity_ipe.sh.
+# DM_RUST_IMPL=rust (default: dm_rust with upstream_names=1) or kernel (dm-verity itself); see
+# verity_lib.sh.
 cd "$(dirname "$0")" && . ./lib.sh && . ./verity_lib.sh
-
-# A formatted image: data file ($data, $1 KiB, default 4 MiB), hash file ($hash), root hash ($root),
-# salt ($salt), read-only loops over both ($dl, $hl); extra arguments go to veritysetup format.
-setup_image() {
-	local kib=${1:-4096}
-	shift || true
-	data=$(data_file "$kib")
-	hash=$(scratch hash)
-	root=$(vformat "$@" "$data" "$hash")
-	salt=$(format_field Salt)
-	dl=$(ro_loop "$data")
-	hl=$(ro_loop "$hash")
-}
 
 test_format_open_verify_close() {
 	local expected
@@ -398,21 +386,6 @@ test_signed_root_hash() {
 	expect_ro_refused "Invalid key specified" "$base 2 root_hash_sig_key_desc rs_selftest_sig"
 }
 
-# expect_ro_refused <expected message> <table>: like lib.sh's expect_table_refused, but with
-# dmsetup create --readonly (dm-verity refuses every read-write table with "Device must be readonly").
-expect_ro_refused() {
-	local mark
-	mark=$(kmsg_mark)
-	if dmsetup create rs_bad --readonly --table "$2" 2>"$SCRATCH/err"; then
-		dmsetup remove --retry rs_bad
-		fail "table '$2' was accepted"
-	fi
-	dmsetup info rs_bad >/dev/null 2>&1 && fail "device rs_bad exists after a refused table"
-	dmesg_since "$mark" | grep -q -- "$1" ||
-		fail "no '$1' in the kernel log for '$2': $(dmesg_since "$mark" | tail -n 3)"
-	echo "refused: ...${2:60} -> $1"
-}
-
 test_bad_tables() {
 	local d h big s257 fec fecl fec_table bad
 	setup_image 1024
@@ -518,9 +491,17 @@ test_bad_tables() {
 # security_bdev_setintegrity(), watched with bpftrace: each resume hands the LSMs the algorithm and
 # root digest of the live table (and a SIG_VALID call: empty without a signature, the signature's
 # size with one); a reload takes effect at resume; a failed reload changes nothing.
+# bpftrace takes half a minute or more to start under emulation: start_hook runs it in the
+# background when the script starts, the test waits for it, stop_hook ends it with the script.
 hook_pid=
-hook_out=
+hook_out=$SCRATCH/.hook.out
 hook_from=0
+start_hook() {
+	rm -f "$hook_out" "$hook_out.err"
+	command -v bpftrace >/dev/null || return 0
+	bpftrace /dm-rust/selftests/bpf/setintegrity.bt >"$hook_out" 2>"$hook_out.err" &
+	hook_pid=$!
+}
 stop_hook() {
 	[ -n "$hook_pid" ] || return 0
 	kill -INT "$hook_pid" 2>/dev/null
@@ -539,14 +520,23 @@ hook_lines() {
 		{ print }'
 }
 
+hook_count_ge() { [ "$(hook_lines "$1" | wc -l)" -ge "$2" ]; }
+
 # wait_hook <dev> <count>: waits until the device has <count> events (at most 20 s).
 wait_hook() {
-	local i
-	for i in $(seq 100); do
-		[ "$(hook_lines "$1" | wc -l)" -ge "$2" ] && return 0
-		sleep 0.2
-	done
-	fail "$1: $2 setintegrity events expected, got: $(hook_lines "$1" | tr '\n' ';')"
+	wait_for 20 hook_count_ge "$1" "$2" ||
+		fail "$1: $2 setintegrity events expected, got: $(hook_lines "$1" | tr '\n' ';')"
+}
+
+# hook_sync: a suspend and resume of the device rs_hsync ($sync_dev), waited for in bpftrace's
+# output: every call made before it is in the output then (instead of waiting for a while to see
+# that a call did not come).
+hook_sync() {
+	local n
+	n=$(hook_lines "$sync_dev" | wc -l)
+	dmsetup suspend rs_hsync
+	dmsetup resume rs_hsync
+	wait_hook "$sync_dev" $((n + 2))
 }
 
 # expect_hook <dev> <event number (1-based)> <expected line>
@@ -557,13 +547,10 @@ expect_hook() {
 }
 
 test_setintegrity_hook() {
-	local rA tA rB tB rC tC dev sig key i mark
+	local rA tA rB tB rC tC dev sig key mark sync_dev
 	command -v bpftrace >/dev/null || skip "bpftrace is not installed in the guest"
-	trap stop_hook EXIT
-	hook_out=$(scratch hook)
-	bpftrace /dm-rust/selftests/bpf/setintegrity.bt >"$hook_out" 2>"$hook_out.err" &
-	hook_pid=$!
-	# Meanwhile (bpftrace takes a while to start under emulation), three images: A, B (sha256) and C (sha512).
+	[ -n "$hook_pid" ] || fail "bpftrace was not started"
+	# Three images: A, B (sha256) and C (sha512).
 	setup_image 1024
 	rA=$root tA="0 2048 verity 1 $(majmin "$dl") $(majmin "$hl") 4096 4096 256 1 sha256 $root $salt"
 	local dataA=$data
@@ -573,13 +560,13 @@ test_setintegrity_hook() {
 	setup_image 1024 --hash=sha512
 	rC=$root tC="0 2048 verity 1 $(majmin "$dl") $(majmin "$hl") 4096 4096 256 1 sha512 $root $salt"
 	local dataC=$data
-	for i in $(seq 600); do
-		grep -q '^READY' "$hook_out" && break
-		kill -0 "$hook_pid" 2>/dev/null || skip "bpftrace cannot run here: $(tail -n 3 "$hook_out.err")"
-		sleep 0.2
-	done
-	grep -q '^READY' "$hook_out" || fail "bpftrace did not start in 120 s: $(tail -n 3 "$hook_out.err")"
+	hook_started() { grep -q '^READY' "$hook_out" || ! kill -0 "$hook_pid" 2>/dev/null; }
+	wait_for 180 hook_started || fail "bpftrace did not start in 180 s: $(tail -n 3 "$hook_out.err")"
+	grep -q '^READY' "$hook_out" || fail "bpftrace ended: $(tail -n 3 "$hook_out.err")"
 	hook_from=$(wc -l <"$hook_out")
+	dmsetup create rs_hsync --readonly --table "$tA"
+	sync_dev=$(dmsetup info -c --noheadings -o major,minor rs_hsync | tr -d ' ')
+	wait_hook "$sync_dev" 2
 
 	dmsetup create rs_h --readonly --table "$tA"
 	dev=$(dmsetup info -c --noheadings -o major,minor rs_h | tr -d ' ')
@@ -594,7 +581,7 @@ test_setintegrity_hook() {
 	expect_hook "$dev" 4 "SIG_VALID 0"
 	# A reload is not live (and not announced) before the resume.
 	dmsetup reload --readonly rs_h --table "$tB"
-	sleep 1
+	hook_sync
 	[ "$(hook_lines "$dev" | wc -l)" = 4 ] || fail "events after a reload without resume: $(hook_lines "$dev" | tail -n +5)"
 	cmp /dev/mapper/rs_h "$dataA" || fail "the reloaded table is live before the resume"
 	dmsetup resume rs_h
@@ -613,7 +600,7 @@ test_setintegrity_hook() {
 		fail "a table with a bad salt was accepted"
 	fi
 	dmesg_since "$mark" | grep -q 'Invalid salt' || fail "the reload was not refused for its salt: $(dmesg_since "$mark" | tail -n 2)"
-	sleep 1
+	hook_sync
 	[ "$(hook_lines "$dev" | wc -l)" = 8 ] || fail "events after a refused reload: $(hook_lines "$dev" | tail -n +9)"
 	[ "$(dmsetup table rs_h)" = "$tC" ] ||
 		fail "table after a refused reload: $(dmsetup table rs_h)"
@@ -626,30 +613,27 @@ test_setintegrity_hook() {
 	dmsetup remove --retry rs_h
 
 	# A signed root hash: SIG_VALID carries the signature (needs the test key in .platform).
-	if keyctl show %:.platform 2>/dev/null | grep -q 'dm-rust test key'; then
-		sig=$(scratch sig)
-		sign_roothash "$rA" "$sig"
-		key=$(keyctl padd user rs_selftest_hook @u <"$sig")
-		# Device numbers are reused: only what comes after this point counts.
-		hook_from=$(wc -l <"$hook_out")
-		dmsetup create rs_hs --readonly --table "$tA 2 root_hash_sig_key_desc rs_selftest_hook"
-		keyctl unlink "$key" @u >/dev/null
-		dev=$(dmsetup info -c --noheadings -o major,minor rs_hs | tr -d ' ')
-		expect_hook "$dev" 1 "ROOTHASH sha256 32 $rA"
-		expect_hook "$dev" 2 "SIG_VALID $(stat -c %s "$sig")"
-		echo "signed: SIG_VALID with $(stat -c %s "$sig") bytes"
-	else
-		echo "no test key in .platform: signed case not checked (boot with VM_OVMF=1)"
-	fi
-	stop_hook
-	echo "all events:"
-	cat "$hook_out"
+	need_platform_cert
+	sig=$(scratch sig)
+	sign_roothash "$rA" "$sig"
+	key=$(keyctl padd user rs_selftest_hook @u <"$sig")
+	# Device numbers are reused: only what comes after this point counts.
+	hook_from=$(wc -l <"$hook_out")
+	dmsetup create rs_hs --readonly --table "$tA 2 root_hash_sig_key_desc rs_selftest_hook"
+	keyctl unlink "$key" @u >/dev/null
+	dev=$(dmsetup info -c --noheadings -o major,minor rs_hs | tr -d ' ')
+	expect_hook "$dev" 1 "ROOTHASH sha256 32 $rA"
+	expect_hook "$dev" 2 "SIG_VALID $(stat -c %s "$sig")"
+	echo "signed: SIG_VALID with $(stat -c %s "$sig") bytes"
+	echo "events of this test:"
+	tail -n +$((hook_from + 1)) "$hook_out"
 }
 
 ktap_plan 16
 if ! verity_use_impl; then
 	echo "# could not select the verity implementation '$VERITY_IMPL'"
 fi
+start_hook
 vrun impl_selected test_impl_selected
 vrun format_open_verify_close test_format_open_verify_close
 vrun hash_algorithms test_hash_algorithms
@@ -666,5 +650,6 @@ vrun check_at_most_once test_check_at_most_once
 vrun signed_root_hash test_signed_root_hash
 vrun bad_tables test_bad_tables
 vrun setintegrity_hook test_setintegrity_hook
-ktap_finish
+stop_hook
 verity_restore_impl
+ktap_finish

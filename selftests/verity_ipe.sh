@@ -5,7 +5,7 @@
 # by root hash, then allow it by signed root hash. Needs the guest booted through OVMF with the test
 # certificate in db (VM_OVMF=1, scripts/ovmf.sh): IPE only takes policies signed by a key of the
 # secondary or platform keyring, and dm-verity checks root hash signatures against the same.
-# VERITY_IMPL selects the verity target as in verity.sh (see verity_lib.sh).
+# DM_RUST_IMPL selects the verity target as in verity.sh (see verity_lib.sh).
 #
 # IPE keeps one policy active and cannot be switched off; a policy may only be replaced by one of
 # a version at least as high, and an update needs a higher version. So every policy made here takes
@@ -15,7 +15,7 @@
 cd "$(dirname "$0")" && . ./lib.sh && . ./verity_lib.sh
 
 IPE=/sys/kernel/security/ipe
-VERSION_FILE=$SCRATCH/ipe.version
+VERSION_FILE=$SCRATCH/.ipe.version
 
 # The next policy version: <major>.<n>.0, n counting up through the script's run.
 next_version() {
@@ -82,7 +82,9 @@ test_cleanup() {
 	ipe_cleanup
 	for m in "$SCRATCH"/loop.mnt.*; do
 		mountpoint -q "$m" 2>/dev/null && umount "$m"
+		rmdir "$m" 2>/dev/null || true
 	done
+	rm -rf "$SCRATCH"/loop.tree.*
 	return 0
 }
 
@@ -278,5 +280,5 @@ vrun impl_selected test_impl_selected
 vrun roothash_deny test_roothash_deny
 vrun signature_allows test_signature_allows
 vrun untrusted_policy_refused test_untrusted_policy_refused
-ktap_finish
 verity_restore_impl
+ktap_finish

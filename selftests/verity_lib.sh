@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0
 # Helpers shared by verity.sh and verity_ipe.sh (source after lib.sh).
 #
-# Which implementation of the "verity" target is tested, VERITY_IMPL:
+# Which implementation of the "verity" target is tested follows lib.sh's DM_RUST_IMPL (set by
+# run_guest.sh --impl=..., i.e. `make check` or `make check-reference`), and nothing else:
 #   rust    (default) dm_rust.ko loaded with upstream_names=1, so that it registers "verity". The
 #           kernel's dm_verity is unloaded first, and the project's packaging/dm-rust.conf is put in
 #           /etc/modprobe.d (the guest's /etc is a writable overlay): "options dm_rust
@@ -9,20 +10,12 @@
 #           device-mapper's request_module("dm-verity") to dm_rust. dm_rust.ko is not in the module
 #           index (depmod -a takes minutes under emulation), so a second file tells modprobe where
 #           it is: "install dm_rust /sbin/modprobe dm-bufio && /sbin/insmod <ko> $CMDLINE_OPTS".
-#   kernel  the kernel's own dm-verity (dm_verity.ko), to validate the tests themselves.
-# Set it in the environment (scripts/vm.sh env VERITY_IMPL=kernel selftests/run_guest.sh verity.sh),
-# or, since scripts/run-selftests.sh passes no environment to the guest, in the file
-# build/verity-impl of the repository (one word, "kernel" or "rust"; the environment wins):
-#   echo kernel >build/verity-impl; VM_OVMF=1 scripts/run-selftests.sh verity.sh verity_ipe.sh
-#   rm build/verity-impl
-# Everything made here lives in $SCRATCH under names starting with "loop." so that lib.sh's
-# cleanup_devices removes it, and every device is named rs_*.
+#   kernel  the kernel's own dm-verity (dm_verity.ko): the reference run, which validates the tests.
+# verity_use_impl (before the first test) says which one runs; test_impl_selected checks it.
+# Everything made here lives in $SCRATCH and every device is named rs_*, so that lib.sh's
+# cleanup_devices removes it.
 
-VERITY_IMPL_FILE=${VERITY_IMPL_FILE:-/dm-rust/build/verity-impl}
-if [ -z "${VERITY_IMPL:-}" ] && [ -s "$VERITY_IMPL_FILE" ]; then
-	VERITY_IMPL=$(tr -d ' \t\n' <"$VERITY_IMPL_FILE")
-fi
-VERITY_IMPL=${VERITY_IMPL:-rust}
+VERITY_IMPL=$DM_RUST_IMPL
 VERITY_MODPROBE_CONF=/etc/modprobe.d/dm-rust.conf
 VERITY_MODPROBE_LOCATION=/etc/modprobe.d/dm-rust-selftest-location.conf
 VERITY_PACKAGING_CONF=${VERITY_PACKAGING_CONF:-/dm-rust/packaging/dm-rust.conf}
@@ -232,9 +225,33 @@ untrusted_cert() {
 		-keyout "$1.key" -out "$1.pem" 2>/dev/null || fail "openssl req failed"
 }
 
-# vrun <name> <function>: run_test, then the time it took as a KTAP comment.
-vrun() {
-	local t=$SECONDS
-	run_test "$@"
-	echo "# $1: $((SECONDS - t)) s"
+# vrun: run_test (which prints the time each test took).
+vrun() { run_test "$@"; }
+
+# A formatted image: data file ($data, $1 KiB, default 4 MiB), hash file ($hash), root hash ($root),
+# salt ($salt), read-only loops over both ($dl, $hl); extra arguments go to veritysetup format.
+setup_image() {
+	local kib=${1:-4096}
+	shift || true
+	data=$(data_file "$kib")
+	hash=$(scratch hash)
+	root=$(vformat "$@" "$data" "$hash")
+	salt=$(format_field Salt)
+	dl=$(ro_loop "$data")
+	hl=$(ro_loop "$hash")
+}
+
+# expect_ro_refused <expected message> <table>: like lib.sh's expect_table_refused, but with
+# dmsetup create --readonly (dm-verity refuses every read-write table with "Device must be readonly").
+expect_ro_refused() {
+	local mark
+	mark=$(kmsg_mark)
+	if dmsetup create rs_bad --readonly --table "$2" 2>"$SCRATCH/err"; then
+		dmsetup remove --retry rs_bad
+		fail "table '$2' was accepted"
+	fi
+	dmsetup info rs_bad >/dev/null 2>&1 && fail "device rs_bad exists after a refused table"
+	dmesg_since "$mark" | grep -q -- "$1" ||
+		fail "no '$1' in the kernel log for '$2': $(dmesg_since "$mark" | tail -n 3)"
+	echo "refused: ...${2:60} -> $1"
 }

@@ -105,7 +105,7 @@ filename=$2
 direct=1
 ioengine=psync
 bs=4k
-size=8m
+size=4m
 offset_increment=8m
 numjobs=$3
 verify=crc32c
@@ -150,23 +150,33 @@ test_suspend_reload_resume_under_fio() {
 	: "$majmin"
 }
 
+# fio_has_io <dev>: some I/O reached the device below (fio is running).
+fio_has_io() {
+	[ "$(stat_field "$1" 5)" -gt 0 ]
+}
+
 # remove --deferred while 4 fio jobs run: the device stays while they have it open, they finish
 # with every byte verified, and it disappears when the last one closes it.
 test_deferred_remove_under_fio() {
 	local loop job fio_pid
 	loop=$(make_loop 40)
-	dmsetup create rs_lin --table "0 65536 $T $loop 0"
+	dmsetup create rs_delay --table "0 81920 delay $loop 0 5"
+	dmsetup create rs_lin --table "0 65536 $T /dev/mapper/rs_delay 0"
 	job=$(fscratch fio)
 	fio_job "$job" /dev/mapper/rs_lin 4
 	fio "$job" --output="$SCRATCH/fio.out" &
 	fio_pid=$!
-	wait_until 60 dm_open rs_lin
+	# fio closes and opens the device again between its write and verify phases: an opener of
+	# our own keeps the device from going away in such a gap.
+	exec 3</dev/mapper/rs_lin
+	wait_until 60 fio_has_io "$loop"
 	dmsetup remove --deferred rs_lin || fail "remove --deferred failed"
-	if kill -0 "$fio_pid" 2>/dev/null; then
-		dmsetup info rs_lin >/dev/null 2>&1 || fail "the device went away while fio had it open"
-	fi
-	wait "$fio_pid" || fail "fio failed: $(tail -n 20 "$SCRATCH/fio.out")"
+	kill -0 "$fio_pid" 2>/dev/null || fail "fio ended before the removal was asked for"
+	dmsetup info rs_lin | grep -qi deferred || fail "no deferred removal scheduled: $(dmsetup info rs_lin)"
+	wait "$fio_pid" || fail "fio failed: $(grep -iE 'error|fail|bad' "$SCRATCH/fio.out" | head -n 5)"
 	grep -q 'err= 0' "$SCRATCH/fio.out" || fail "fio reports errors"
+	dmsetup info rs_lin >/dev/null 2>&1 || fail "the device went away while still open"
+	exec 3<&-
 	wait_until 30 dm_absent rs_lin
 	echo "deferred removal done after fio closed the device"
 }

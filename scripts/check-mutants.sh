@@ -14,7 +14,8 @@
 # Usage: scripts/check-mutants.sh [mutant names or patch files...]   (default: all)
 # Output: build/mutants/summary (killed/total and the killer of each), exit 0 only if all killed.
 # Environment: MUTANTS_BASELINE=0 skips the baseline run (only to iterate on one mutant);
-# MUTANTS_BUILD_ONLY=1 stops after building. Modules whose sources did not change are reused.
+# MUTANTS_BASELINE_SCRIPTS=a.sh,b.sh limits the baseline run to those scripts; MUTANTS_BUILD_ONLY=1
+# stops after building. Modules whose sources did not change are reused.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 top=$PWD
@@ -82,6 +83,7 @@ rm -rf "$scratch"
 
 # The baseline runs the union of the scripts.
 all=$(printf '%s\n' "${list[@]}" | cut -d: -f2 | tr ',' '\n' | awk '!seen[$0]++' | paste -sd, -)
+all=${MUTANTS_BASELINE_SCRIPTS:-$all}
 todo=()
 [ "${MUTANTS_BASELINE:-1}" = 0 ] || todo+=("baseline:$all")
 todo+=("${list[@]}")

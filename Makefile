@@ -8,6 +8,7 @@
 #   make bench      compare our targets with the kernel's in a guest (not a test)
 #   make check-debug  every selftest on the lab's debug kernel (KASAN, lockdep, kmemleak...), then
 #                   leak_check.sh; builds that kernel on first use (not part of `make check`)
+#   make check-mutants  prove the selftests catch each deliberate bug of selftests/mutants/
 #   make KDIR=...   build against any prepared Rust-enabled kernel tree, with the host's toolchain
 #   make install    install build/dm_rust.ko for $(KREL) and the modprobe.d snippet (DESTDIR-aware)
 #   make deb        the Debian packages (module for $(KREL), DKMS, source) in build/deb/
@@ -71,3 +72,7 @@ check-packaging: deb
 	scripts/check-packaging.sh
 
 .PHONY: all lab module clean install demo host-test check check-reference bench deb check-packaging debug-module check-debug
+check-mutants: lab
+	scripts/check-mutants.sh
+
+.PHONY: all lab module clean install demo host-test check bench check-mutants

@@ -330,14 +330,21 @@ test_readers_suspend_remove() {
 	for p in "${pids[@]}"; do wait "$p" || fail "a reader read wrong data or failed: $(cat "$SCRATCH/reader.err")"; done
 	[ $cycles -ge 2 ] || fail "only $cycles suspend/resume cycles while the readers ran"
 	echo "$cycles suspend/reload/resume cycles under 4 readers"
+	# Each read opens the device anew: a holder keeps it open across the readers' reopenings (a
+	# device marked for deferred removal still accepts opens), and its close is the last one.
+	exec 7</dev/mapper/rs_v
 	pids=()
 	for p in 0 1 2 3; do
 		reader /dev/mapper/rs_v "$data" $((p * 1024)) 1024 2 &
 		pids+=($!)
 	done
 	wait_until 60 dm_open rs_v
-	dmsetup remove --deferred rs_v || fail "remove --deferred failed"
-	for p in "${pids[@]}"; do wait "$p" || fail "a reader failed across the deferred remove: $(cat "$SCRATCH/reader.err")"; done
+	dmsetup remove --deferred rs_v || { exec 7<&-; fail "remove --deferred failed"; }
+	for p in "${pids[@]}"; do
+		wait "$p" || { exec 7<&-; fail "a reader failed across the deferred remove: $(cat "$SCRATCH/reader.err")"; }
+	done
+	dmsetup info rs_v >/dev/null 2>&1 || { exec 7<&-; fail "rs_v removed while still open"; }
+	exec 7<&-
 	wait_until 30 dm_absent rs_v
 }
 

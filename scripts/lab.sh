@@ -246,6 +246,9 @@ debug_kernel() {
 	local tarball cfg=$DKDIR/.config debian=$ROOTFS/usr/src/linux-headers-$KREL/.config line sym t0 t1
 	tarball=$(ls "$ROOTFS"/usr/src/linux-source-*.tar.xz 2>/dev/null | head -n 1)
 	[ -n "$tarball" ] || die "linux-source tarball missing"
+	# Unpacking and configuring have a stamp of their own: the build itself (over an hour on two
+	# busy cores) resumes where an interrupted one stopped, instead of starting again.
+	if ! step_done "debug-configured-$DKEY"; then
 	log "debug flavour $DKREL: unpacking $(basename "$tarball") into $DKDIR_IN_ROOT"
 	rm -rf "$DKDIR"
 	mkdir -p "$DKDIR"
@@ -267,9 +270,11 @@ debug_kernel() {
 		CONFIG_*) grep -qxF "$line" "$cfg" || die "debug kernel: '$line' did not hold ($(grep "^${line%%=*}=" "$cfg"))" ;;
 		esac
 	done < <(cat "$DEBUG_DIR/config" "$(dirname "$DEBUG_DIR")/../selftests/config")
+	mark "debug-configured-$DKEY"
+	fi
 	log "building the debug kernel (nice 19, -j2, log in $BASE/debug-build.log)"
 	t0=$(date +%s)
-	dmake -j2 bzImage modules >"$BASE/debug-build.log" 2>&1 ||
+	dmake -j2 bzImage modules >>"$BASE/debug-build.log" 2>&1 ||
 		die "the debug kernel build failed, see $BASE/debug-build.log"
 	t1=$(date +%s)
 	rm -rf "$ROOTFS/lib/modules/$DKREL"

@@ -5,6 +5,7 @@
 #   make demo       set up, build, and run the demonstration in a guest
 #   make check      host tests, then the selftests in a guest booting the lab's kernel
 #   make bench      compare our targets with the kernel's in a guest (not a test)
+#   make check-mutants  prove the selftests catch each deliberate bug of selftests/mutants/
 #   make KDIR=...   build against any prepared Rust-enabled kernel tree, with the host's toolchain
 #   make install    install build/dm_rust.ko for $(KREL) and the modprobe.d snippet (DESTDIR-aware)
 # Kbuild builds the module itself (see Kbuild).
@@ -48,4 +49,7 @@ check: host-test module
 bench: module
 	scripts/vm.sh scripts/bench.sh
 
-.PHONY: all lab module clean install demo host-test check bench
+check-mutants: lab
+	scripts/check-mutants.sh
+
+.PHONY: all lab module clean install demo host-test check bench check-mutants

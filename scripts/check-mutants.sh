@@ -28,6 +28,9 @@ patches=()
 if [ $# -gt 0 ]; then
 	for a in "$@"; do
 		p=$a
+		# The full name, its number ("32" is 32-..., not 03-...-32-bits), then any part of it.
+		[ -f "$p" ] || p=selftests/mutants/$a.patch
+		[ -f "$p" ] || p=$(ls selftests/mutants/"$a"-*.patch 2>/dev/null | head -n 1)
 		[ -f "$p" ] || p=$(ls selftests/mutants/*"$a"*.patch 2>/dev/null | head -n 1)
 		[ -f "$p" ] || die "no mutant '$a'"
 		patches+=("$p")

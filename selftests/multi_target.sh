@@ -155,9 +155,11 @@ test_suspend_resume_under_filesystem() {
 	fsck.ext4 -fn /dev/mapper/rs_multi >/dev/null 2>&1 || fail "fsck after suspends"
 }
 
-# A segment mapped to the kernel's error target fails I/O there and only there.
+# A segment mapped to the kernel's error target fails I/O there and only there. The error target
+# does not let flushes bypass map, so here device-mapper sends them through linear-rs's map (with
+# sector 0, before the third segment): an fsync must still reach the loop device as a flush.
 test_error_segment() {
-	local loop
+	local loop f0 f1
 	loop=$(make_loop 8)
 	dmsetup create rs_multi --table "0 4096 linear-rs $loop 0
 4096 2048 error
@@ -170,8 +172,12 @@ test_error_segment() {
 		fail "read from the error segment succeeded"
 	fi
 	# An fsync still works: the flush reaches the loop device and the error target accepts it.
+	f0=$(flushes "$loop")
 	dd if=/dev/zero of=/dev/mapper/rs_multi bs=4096 count=1 oflag=direct conv=fsync status=none ||
 		fail "fsync with an error segment in the table failed"
+	f1=$(flushes "$loop")
+	[ "$f1" -gt "$f0" ] || fail "the fsync sent no flush to $loop (flush counter $f0 -> $f1)"
+	echo "flushes completed by $loop across the fsync: $f0 -> $f1"
 }
 
 # verity over a data device that is itself a two-segment linear-rs table, and a verity table

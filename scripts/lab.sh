@@ -27,7 +27,8 @@ BASE=$LAB/$KREL
 ROOTFS=$BASE/rootfs
 STAMPS=$BASE/stamps
 FLAVOUR=${FLAVOUR:-}
-DEBUG_DIR=$(cd "$(dirname "$0")" && pwd)/debug-kernel
+HERE=$(cd "$(dirname "$0")" && pwd)
+DEBUG_DIR=$HERE/debug-kernel
 
 log() { printf 'lab: %s\n' "$*" >&2; }
 die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
@@ -155,35 +156,19 @@ toolchain() {
 	mark "toolchain-$TOOLKEY"
 }
 
-kmake() {
-	in_root make -C "$KDIR_IN_ROOT" ARCH=x86 CROSS_COMPILE=x86_64-linux-gnu- \
-		CC="$GCC_CMD" HOSTCC="gcc-$GCC_MAJOR" KERNELRELEASE="$KREL" "$@"
-}
-
+# The tree is prepared by the same script DKMS runs on a user's system (scripts/prepare-kernel-tree.sh),
+# inside the root filesystem: it checks the toolchain against the headers' .config, unpacks the source,
+# checks that olddefconfig leaves Debian's .config unchanged, runs modules_prepare and installs
+# Module.symvers and the vmlinux link.
 kernel_tree() {
 	read_toolchain
 	step_done "tree-$TOOLKEY" && return 0
-	local tarball
-	tarball=$(ls "$ROOTFS"/usr/src/linux-source-*.tar.xz 2>/dev/null | head -n 1)
-	[ -n "$tarball" ] || die "linux-source tarball missing"
-	log "unpacking $(basename "$tarball")"
-	rm -rf "$KDIR"
-	mkdir -p "$KDIR"
-	tar -xJf "$tarball" -C "$KDIR" --strip-components=1
-	cp "$ROOTFS/usr/src/linux-headers-$KREL/.config" "$KDIR/.config"
-	kmake olddefconfig >/dev/null
-	cmp -s "$KDIR/.config" "$ROOTFS/usr/src/linux-headers-$KREL/.config" ||
-		die "the regenerated .config differs from Debian's: the toolchain does not match the kernel's"
-	log "modules_prepare (regenerates the Rust metadata)"
-	kmake -j"$(nproc)" modules_prepare >"$BASE/modules_prepare.log" 2>&1 ||
-		die "modules_prepare failed, see $BASE/modules_prepare.log"
-	[ -f "$KDIR/rust/libkernel.rmeta" ] || die "modules_prepare built no Rust metadata (rust/libkernel.rmeta)"
-	cp "$ROOTFS/usr/src/linux-headers-$KREL/Module.symvers" "$KDIR/Module.symvers"
-	# Module BTF is generated against the running kernel's vmlinux when the tree has one.
-	local vml
-	for vml in "$ROOTFS/usr/src/linux-headers-$KREL/vmlinux" "$ROOTFS/usr/lib/debug/boot/vmlinux-$KREL"; do
-		[ -e "$vml" ] && ln -sf "${vml#"$ROOTFS"}" "$KDIR/vmlinux" && break
-	done
+	install -D -m 0755 "$HERE/prepare-kernel-tree.sh" "$ROOTFS/usr/local/sbin/dm-rust-prepare-kernel-tree"
+	[ "$(in_root /usr/local/sbin/dm-rust-prepare-kernel-tree key "$KREL")" = "$TOOLKEY" ] ||
+		die "prepare-kernel-tree.sh and lab.sh disagree on the toolchain key"
+	log "preparing the kernel tree (modules_prepare regenerates the Rust metadata)"
+	in_root /usr/local/sbin/dm-rust-prepare-kernel-tree prepare "$KREL" "$KDIR_IN_ROOT" >"$BASE/modules_prepare.log" 2>&1 ||
+		die "preparing the kernel tree failed, see $BASE/modules_prepare.log and $KDIR/.dm-rust-modules_prepare.log"
 	mark "tree-$TOOLKEY"
 }
 

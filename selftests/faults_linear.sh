@@ -73,11 +73,14 @@ test_one_block_fails() {
 # dm-flakey below, failing all I/O one second out of two: every read either fails with EIO or
 # returns the right data; both happen. The deadline is only for the test not to run forever.
 test_intermittent_errors() {
-	local loop ref n=0 ok=0 bad=0 blk deadline=$((SECONDS + 60))
+	local loop ref n=0 ok=0 bad=0 blk deadline
 	loop=$(make_loop 8)
 	ref=$(fill_random "$loop" $((8 * 1048576)))
 	dmsetup create rs_flakey --table "0 16384 flakey $loop 0 1 1"
 	dmsetup create rs_lin --table "0 16384 $T /dev/mapper/rs_flakey 0"
+	# dm-flakey switches every second; a minute of reads (from here, not counting the setup, which
+	# is slow on a debug kernel) sees both states many times over.
+	deadline=$((SECONDS + 60))
 	while [ $ok -lt 5 ] || [ $bad -lt 5 ]; do
 		[ $SECONDS -lt $deadline ] || fail "after $n reads: $ok good, $bad EIO; dm-flakey never switched?"
 		blk=$((RANDOM % 2048))

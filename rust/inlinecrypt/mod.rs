@@ -161,10 +161,16 @@ impl Target for InlineCrypt {
         let Some(sector) = self.config.start.checked_add(rel) else {
             return MapResult::Kill;
         };
-        if !matches!(bio.op(), Op::Read | Op::Write) {
-            // No data to encrypt (a discard, with allow_discards).
-            bio.remap(&self.dev, sector);
-            return MapResult::Remapped;
+        match bio.op() {
+            Op::Read | Op::Write => {}
+            // No data to encrypt (only with allow_discards).
+            Op::Discard => {
+                bio.remap(&self.dev, sector);
+                return MapResult::Remapped;
+            }
+            // Nothing else is asked for (no write-zeroes or secure-erase bios: they would write
+            // plaintext); refuse rather than pass anything through unencrypted.
+            _ => return MapResult::Kill,
         }
         // A bio must start on a data unit (the logical block size is the data unit).
         let Some(dun) = self.config.dun(rel) else {

@@ -66,15 +66,17 @@ pub enum MapResult {
 }
 
 /// Proof that the abstraction handed a bio to kernel code that will complete it; only the
-/// abstraction makes one.
-pub struct HandedOver(());
+/// abstraction makes one. It is neither `Send` nor `Sync`, so it cannot be kept in a target's
+/// state or a static to be returned later for another bio: it leaves the `map` call it was made
+/// in only as that call's result.
+pub struct HandedOver(PhantomData<*mut ()>);
 
 impl HandedOver {
     /// # Invariant
     ///
     /// Made only where the bio was handed over for good (see [`MapResult::Submitted`]).
     pub(super) fn new() -> Self {
-        Self(())
+        Self(PhantomData)
     }
 }
 
@@ -644,7 +646,7 @@ impl<T: Target> Adapter<T> {
                 }
                 bindings::DM_MAPIO_REMAPPED
             }
-            MapResult::Submitted(HandedOver(())) => bindings::DM_MAPIO_SUBMITTED,
+            MapResult::Submitted(HandedOver(_)) => bindings::DM_MAPIO_SUBMITTED,
         }) as c_int
     }
 

@@ -134,7 +134,7 @@ test_keyring_key() {
 	id=$(printf "$(echo "$key" | sed 's/../\\x&/g')" | keyctl padd logon rs_inline:k @u)
 	# In the user keyring, which dmsetup's searches reach (@s would be a new session keyring of
 	# keyctl's own). The key is the test's: dropped whatever happens.
-	trap 'keyctl invalidate '"$id"' 2>/dev/null' EXIT
+	trap 'keyctl unlink '"$id"' @u >/dev/null 2>&1 || true' EXIT
 	dmsetup create rs_inl --table "0 8192 $ICRYPT aes-xts-plain64 :64:logon:rs_inline:k 0 $loop1 0"
 	dmsetup create rs_hex --table "0 8192 $ICRYPT aes-xts-plain64 $key 0 $loop2 0"
 	data=$(random_file 1048576)

@@ -10,6 +10,7 @@
 #define DM_RUST_H
 
 #include <linux/bio.h>
+#include <linux/blk-crypto.h>
 #include <linux/blkdev.h>
 #include <linux/device-mapper.h>
 #include <linux/moduleparam.h>
@@ -56,6 +57,7 @@
 
 DM_RUST_DECLARE_TARGET(linear)
 DM_RUST_DECLARE_TARGET(verity)
+DM_RUST_DECLARE_TARGET(inlinecrypt)
 
 /* Module parameters (rust/glue.c), read-only once the module is loaded. */
 extern bool dm_rust_param_upstream_names;
@@ -89,6 +91,10 @@ int dm_rust_uevent_change(struct dm_target *ti, char **envp);
 struct key *dm_rust_keyring_alloc(const char *description);
 int dm_rust_keyring_seal(struct key *keyring);
 bool dm_rust_keyring_sealed_with_keys(const struct key *keyring);
+struct key *dm_rust_request_logon_key(const char *description);
+void dm_rust_memzero_explicit(void *s, size_t count);
+bool dm_rust_bio_has_data(struct bio *bio);
+bool dm_rust_bio_has_crypt_ctx(struct bio *bio);
 
 #ifdef __BINDGEN__
 /* Constants bindgen cannot evaluate from their macros (casts, expressions). */
@@ -106,6 +112,10 @@ const int DM_RUST_AUDIT_DM_EVENT = AUDIT_DM_EVENT;
 const size_t DM_RUST_HASH_MAX_DESCSIZE = HASH_MAX_DESCSIZE;
 const unsigned long DM_RUST_VERIFY_USE_SECONDARY_KEYRING = (unsigned long)VERIFY_USE_SECONDARY_KEYRING;
 const unsigned long DM_RUST_VERIFY_USE_PLATFORM_KEYRING = (unsigned long)VERIFY_USE_PLATFORM_KEYRING;
+const gfp_t DM_RUST_GFP_NOIO = GFP_NOIO;
+const size_t DM_RUST_BLK_CRYPTO_DUN_ARRAY_SIZE = BLK_CRYPTO_DUN_ARRAY_SIZE;
+const size_t DM_RUST_BLK_CRYPTO_MAX_ANY_KEY_SIZE = BLK_CRYPTO_MAX_ANY_KEY_SIZE;
+const int DM_RUST_BLK_CRYPTO_CFG_ALLOW_HW = BLK_CRYPTO_CFG_ALLOW_HW;
 #endif
 
 #endif /* DM_RUST_H */

@@ -11,6 +11,7 @@ use kernel::prelude::*;
 
 mod bindings;
 pub mod dm;
+pub mod inlinecrypt;
 mod linear;
 pub mod verity;
 
@@ -58,6 +59,7 @@ fn cmdline_requires_verity_signatures(module: &'static ThisModule) -> Result<boo
 struct DmRust {
     _linear: dm::Registration<linear::Linear>,
     _verity: dm::Registration<verity::Verity>,
+    _inlinecrypt: dm::Registration<inlinecrypt::InlineCrypt>,
     _keyring: dm::keys::VerityKeyring,
 }
 
@@ -84,9 +86,11 @@ impl kernel::Module for DmRust {
         // registered.
         let linear = linear::linear_registration(upstream)?;
         let verity = verity::verity_registration(upstream)?;
+        let inlinecrypt = inlinecrypt::inlinecrypt_registration(upstream)?;
         Ok(Self {
             _linear: linear,
             _verity: verity,
+            _inlinecrypt: inlinecrypt,
             _keyring: keyring,
         })
     }

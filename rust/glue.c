@@ -25,6 +25,7 @@
 
 DM_RUST_TARGET(linear);
 DM_RUST_TARGET(verity);
+DM_RUST_TARGET(inlinecrypt);
 
 /*
  * Module parameters, read-only once loaded. Declared here rather than with the Rust module!
@@ -171,4 +172,24 @@ int dm_rust_keyring_seal(struct key *keyring)
 bool dm_rust_keyring_sealed_with_keys(const struct key *keyring)
 {
 	return keyring->keys.nr_leaves_on_tree && keyring->restrict_link;
+}
+
+struct key *dm_rust_request_logon_key(const char *description)
+{
+	return request_key(&key_type_logon, description, NULL);
+}
+
+void dm_rust_memzero_explicit(void *s, size_t count)
+{
+	memzero_explicit(s, count);
+}
+
+bool dm_rust_bio_has_data(struct bio *bio)
+{
+	return bio_has_data(bio);
+}
+
+bool dm_rust_bio_has_crypt_ctx(struct bio *bio)
+{
+	return bio_has_crypt_ctx(bio);
 }

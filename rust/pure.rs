@@ -53,3 +53,7 @@ pub mod crypt {
     #[path = "table.rs"]
     pub mod table;
 }
+
+/// The dm-inlinecrypt table line and the DUNs of bios.
+#[path = "inlinecrypt/table.rs"]
+pub mod inlinecrypt_table;

@@ -41,6 +41,35 @@ pub fn user_key_payload(description: &[u8]) -> Result<KVec<u8>> {
     result
 }
 
+/// Copies the payload of the `logon` key `description` (`keyctl add logon ...`, readable by the
+/// kernel only) into `out`, which must be exactly as long as the payload (`EINVAL` otherwise,
+/// `EKEYREVOKED` for a revoked key, the lookup's error for a missing one). Nothing else holds a
+/// copy: the caller owns (and wipes) `out`.
+pub fn logon_key_payload_into(description: &[u8], out: &mut [u8]) -> Result {
+    let mut cdesc = KVec::with_capacity(description.len() + 1, GFP_KERNEL)?;
+    cdesc.extend_from_slice(description, GFP_KERNEL)?;
+    cdesc.push(0, GFP_KERNEL)?;
+    // SAFETY: `cdesc` is NUL-terminated.
+    let key = from_err_ptr(unsafe { bindings::dm_rust_request_logon_key(cdesc.as_ptr().cast()) })?;
+    // SAFETY: `key` is a referenced key; its semaphore protects the payload while held, and the
+    // reference is dropped at the end.
+    unsafe {
+        bindings::down_read(&raw mut (*key).sem);
+        let payload = bindings::dm_rust_user_key_payload_locked(key);
+        let r = if payload.is_null() {
+            Err(EKEYREVOKED)
+        } else if usize::from((*payload).datalen) != out.len() {
+            Err(EINVAL)
+        } else {
+            core::ptr::copy_nonoverlapping((*payload).data.as_ptr().cast::<u8>(), out.as_mut_ptr(), out.len());
+            Ok(())
+        };
+        bindings::up_read(&raw mut (*key).sem);
+        bindings::key_put(key);
+        r
+    }
+}
+
 /// The module's `.dm-verity` keyring while it exists (set and cleared by [`VerityKeyring`]).
 static VERITY_KEYRING: AtomicPtr<bindings::key> = AtomicPtr::new(core::ptr::null_mut());
 

@@ -14,6 +14,7 @@
 pub mod args;
 pub mod bio;
 pub mod bitmap;
+pub mod blk_crypto;
 pub mod bufio;
 pub mod cmdline;
 pub mod context;

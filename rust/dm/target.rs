@@ -11,6 +11,7 @@ use kernel::prelude::*;
 
 use super::args::{ArgError, Args};
 use super::bio::Bio;
+use super::blk_crypto::Keys;
 use super::context::MaySleep;
 use super::device::{Device, DeviceVisitor, QueueLimits};
 use super::io::{self, DoneIo};
@@ -43,9 +44,10 @@ impl From<ArgError> for CtrError {
 
 /// What `map` did with a bio.
 ///
-/// There is no "submitted" outcome: a target that would take a bio over and complete it later
-/// returns [`MapResult::RemappedCompleteInWork`], whose completion the abstraction owns, so no bio
-/// can be left without one.
+/// A target cannot take a bio over to complete it later itself: it returns
+/// [`MapResult::RemappedCompleteInWork`], whose completion the abstraction owns, so no bio can be
+/// left without one. Only the abstraction hands bios to kernel code that completes them
+/// ([`MapResult::Submitted`]).
 pub enum MapResult {
     /// The bio was remapped; device-mapper submits it.
     Remapped,
@@ -57,6 +59,25 @@ pub enum MapResult {
     /// it, [`Target::io_done`] runs in process context on the target's workqueue before the bio
     /// completes. Only for targets that implement `io_done` (else it is treated as `Remapped`).
     RemappedCompleteInWork,
+    /// The abstraction handed the bio to kernel code that completes it (blk-crypto's software
+    /// fallback, [`Bio::submit_encrypted`](super::Bio::submit_encrypted)); device-mapper must not
+    /// submit it. Targets cannot make this outcome themselves.
+    Submitted(HandedOver),
+}
+
+/// Proof that the abstraction handed a bio to kernel code that will complete it; only the
+/// abstraction makes one. It is neither `Send` nor `Sync`, so it cannot be kept in a target's
+/// state or a static to be returned later for another bio: it leaves the `map` call it was made
+/// in only as that call's result.
+pub struct HandedOver(PhantomData<*mut ()>);
+
+impl HandedOver {
+    /// # Invariant
+    ///
+    /// Made only where the bio was handed over for good (see [`MapResult::Submitted`]).
+    pub(super) fn new() -> Self {
+        Self(PhantomData)
+    }
 }
 
 /// What `end_io` wants device-mapper to do with a completed bio.
@@ -157,10 +178,12 @@ pub trait Target: Sized + Send + Sync {
 ///
 /// Field order is release order on the destructor path, done by hand in [`Adapter::dtr`]: the
 /// workqueue is drained first (nothing deferred still refers to the state), then the state is
-/// dropped (and with it the target's [`Device`] handles), then the underlying devices are put.
+/// dropped (and with it the target's [`Device`] handles), then the blk-crypto keys are evicted
+/// and wiped (no bio uses them any more), then the underlying devices are put.
 pub(crate) struct Holder<T: Target> {
     pub(crate) wq: Option<Workqueue>,
     pub(crate) target: Pin<KBox<T>>,
+    pub(crate) keys: Keys,
     devices: KVec<*mut bindings::dm_dev>,
 }
 
@@ -330,6 +353,8 @@ pub struct TargetCtx<'a> {
     ti: *mut bindings::dm_target,
     /// Devices opened so far; the adapter puts them (on failure) or keeps them in the holder.
     devices: KVec<*mut bindings::dm_dev>,
+    /// blk-crypto keys started so far; dropped (evicted, wiped) on failure, or kept in the holder.
+    keys: Keys,
     sleep: MaySleep<'a>,
     _p: PhantomData<&'a mut bindings::dm_target>,
 }
@@ -338,6 +363,10 @@ impl<'a> TargetCtx<'a> {
     /// Process context: the constructor may sleep.
     pub fn may_sleep(&self) -> &MaySleep<'a> {
         &self.sleep
+    }
+
+    pub(super) fn keys_mut(&mut self) -> &mut Keys {
+        &mut self.keys
     }
 
     /// First sector of the target in the mapped device.
@@ -481,6 +510,7 @@ impl<T: Target> Adapter<T> {
         let mut ctx = TargetCtx {
             ti,
             devices: KVec::new(),
+            keys: KVec::new(),
             sleep,
             _p: PhantomData,
         };
@@ -501,6 +531,8 @@ impl<T: Target> Adapter<T> {
         match r {
             Ok(()) => 0,
             Err(e) => {
+                // Keys first: evicted from their devices while those are still open for `ti`.
+                drop(core::mem::take(&mut ctx.keys));
                 // SAFETY: `ctx.devices` were opened for `ti` by `get_device` and are not kept.
                 unsafe { put_devices(ti, &ctx.devices) };
                 // SAFETY: the constructor owns `ti`; device-mapper only reads `error`, a static
@@ -543,12 +575,14 @@ impl<T: Target> Adapter<T> {
             Holder {
                 wq,
                 target,
+                keys: KVec::new(),
                 devices: KVec::new(),
             },
             GFP_KERNEL,
         )
         .map_err(nomem)?;
         holder.devices = core::mem::take(&mut ctx.devices);
+        holder.keys = core::mem::take(&mut ctx.keys);
         let ti = ctx.ti;
         if T::HAS_IO_DONE {
             // SAFETY: the constructor owns `ti`; `io::hook` relies on this size.
@@ -569,11 +603,14 @@ impl<T: Target> Adapter<T> {
         let Holder {
             wq,
             target,
+            keys,
             devices,
         } = KBox::into_inner(holder);
         // Deferred work refers to the state: `destroy_workqueue` waits for all of it first.
         drop(wq);
         drop(target);
+        // No bio is in flight (the destructor's contract): nothing refers to the keys.
+        drop(keys);
         // SAFETY: `devices` were opened for `ti` in `ctr`; the state that used them is gone.
         unsafe { put_devices(ti, &devices) };
         if let Some(prefix) = T::AUDIT_PREFIX {
@@ -609,6 +646,7 @@ impl<T: Target> Adapter<T> {
                 }
                 bindings::DM_MAPIO_REMAPPED
             }
+            MapResult::Submitted(HandedOver(_)) => bindings::DM_MAPIO_SUBMITTED,
         }) as c_int
     }
 

@@ -10,7 +10,7 @@
 //! constructor starts ([`TargetCtx::start_blk_crypto_key`]), like the devices: it evicts and
 //! wipes them after the target's state is dropped (no bio is in flight then), or when the
 //! constructor fails. The target only gets a [`KeyId`], which names a key of the target it is
-//! used with: [`Bio::submit_encrypted`] looks it up in the live target's own keys, so no bio can
+//! used with: [`Encrypt`], carried out by the adapter after `map` returns, looks it up in the live target's own keys, so no bio can
 //! refer to a key that is gone.
 
 use kernel::error::to_result;
@@ -19,7 +19,7 @@ use kernel::types::Opaque;
 
 use super::bio::Bio;
 use super::device::Device;
-use super::target::{HandedOver, MapResult, Target, TargetCtx, Ti};
+use super::target::{Target, TargetCtx, Ti};
 use crate::bindings;
 
 /// Largest key blk-crypto takes (`BLK_CRYPTO_MAX_ANY_KEY_SIZE`).
@@ -238,69 +238,85 @@ impl<T: Target> Ti<T> {
     }
 }
 
-impl Bio {
-    /// Remaps the bio to `sector` of the device the target's key `id` was started on, gives it
-    /// an encryption context (that key, starting at data unit number `dun`), and hands it to
-    /// blk-crypto: if the device encrypts it (hardware), the bio is returned remapped; if
-    /// blk-crypto's software fallback must, the fallback takes the bio over (a write is
-    /// encrypted now into pages of its own and those are written; a read is decrypted when it
+/// A bio to be encrypted by the device below: what [`MapResult::Encrypt`] asks the abstraction
+/// to do once `map` has returned. Made with [`Encrypt::new`].
+pub struct Encrypt {
+    key: KeyId,
+    sector: u64,
+    dun: u64,
+}
+
+impl Encrypt {
+    /// Asks for the bio to be remapped to `sector` of the device the target's key `id` was
+    /// started on, given an encryption context (that key, starting at data unit number `dun`),
+    /// and handed to blk-crypto: if the device encrypts it (hardware), device-mapper submits it;
+    /// if blk-crypto's software fallback must, the fallback takes the bio over (a write is
+    /// encrypted into pages of its own and those are written; a read is decrypted when it
     /// completes) and completes it itself.
     ///
-    /// Only for bios with data, without an encryption context of their own; anything else is
-    /// failed, as is a DUN the key was not set up for or a key the target does not have.
+    /// The abstraction does this after `map` has returned, so no target code can touch a bio
+    /// that blk-crypto has taken over. Only for bios with data, without an encryption context of
+    /// their own; anything else is failed, as is a DUN the key was not set up for or a key the
+    /// target does not have.
     ///
     /// The context and the fallback's memory come from mempools with `GFP_NOIO`: `map` may wait
     /// for memory, which device-mapper allows for targets that do not take `REQ_NOWAIT` bios
     /// (checked at compile time: `T::FEATURES` must not have `DM_TARGET_NOWAIT`).
-    pub fn submit_encrypted<T: Target>(
-        &mut self,
-        ti: &Ti<T>,
-        id: KeyId,
-        sector: u64,
-        dun: u64,
-    ) -> MapResult {
+    pub fn new<T: Target>(_ti: &Ti<T>, key: KeyId, sector: u64, dun: u64) -> Self {
         const {
             assert!(
                 T::FEATURES & bindings::DM_TARGET_NOWAIT as u64 == 0,
-                "submit_encrypted may wait for memory: not for DM_TARGET_NOWAIT targets"
+                "blk-crypto submission may wait for memory: not for DM_TARGET_NOWAIT targets"
             )
         };
-        let Some(key) = ti.holder().keys.get(id.0) else {
-            return MapResult::Kill;
-        };
-        // SAFETY: the bio is valid and ours (`Bio`'s invariant).
-        let (has_data, has_ctx) = unsafe {
-            (
-                bindings::dm_rust_bio_has_data(self.as_raw()),
-                bindings::dm_rust_bio_has_crypt_ctx(self.as_raw()),
-            )
-        };
-        if !has_data || has_ctx || dun > key.max_dun() {
-            return MapResult::Kill;
-        }
-        // The key's own device: blk-crypto evicts the key from that one only.
-        self.remap(&key.dev, sector);
-        let mut dun_array = [0u64; bindings::DM_RUST_BLK_CRYPTO_DUN_ARRAY_SIZE];
-        dun_array[0] = dun;
-        // The context points to the key, which lives in the target's holder until the
-        // destructor, when no bio is in flight (`InlineKey`).
-        // SAFETY: the bio is ours and has no context; the key is initialised and pinned;
-        // `GFP_NOIO` may sleep, which `map` of a target without `DM_TARGET_NOWAIT` may (above).
-        unsafe {
-            bindings::bio_crypt_set_ctx(
-                self.as_raw(),
-                key.raw(),
-                dun_array.as_ptr(),
-                bindings::DM_RUST_GFP_NOIO,
-            )
-        };
-        // SAFETY: the bio has data and a context, and goes to the device the key was started on
-        // (remapped above). On `false` blk-crypto owns the bio and has
-        // completed it or will: device-mapper must not submit it (`DM_MAPIO_SUBMITTED`).
-        if unsafe { bindings::__blk_crypto_submit_bio(self.as_raw()) } {
-            MapResult::Remapped
-        } else {
-            MapResult::Submitted(HandedOver::new())
-        }
+        Self { key, sector, dun }
+    }
+}
+
+/// Carries out an [`Encrypt`] request for `bio`, after the target's `map` returned it; returns
+/// the `DM_MAPIO_*` value for device-mapper.
+///
+/// # Safety
+///
+/// `bio` is the bio device-mapper handed to `ti`'s `map`, which returned `req` for it; nothing
+/// refers to the bio any more (the target's `&mut Bio` ended with `map`).
+pub(crate) unsafe fn submit<T: Target>(ti: &Ti<T>, bio: &mut Bio, req: Encrypt) -> u32 {
+    let Some(key) = ti.holder().keys.get(req.key.0) else {
+        return bindings::DM_MAPIO_KILL;
+    };
+    // SAFETY: the bio is valid and ours (`Bio`'s invariant).
+    let (has_data, has_ctx) = unsafe {
+        (
+            bindings::dm_rust_bio_has_data(bio.as_raw()),
+            bindings::dm_rust_bio_has_crypt_ctx(bio.as_raw()),
+        )
+    };
+    if !has_data || has_ctx || req.dun > key.max_dun() {
+        return bindings::DM_MAPIO_KILL;
+    }
+    // The key's own device: blk-crypto evicts the key from that one only.
+    bio.remap(&key.dev, req.sector);
+    let mut dun_array = [0u64; bindings::DM_RUST_BLK_CRYPTO_DUN_ARRAY_SIZE];
+    dun_array[0] = req.dun;
+    // The context points to the key, which lives in the target's holder until the destructor,
+    // when no bio is in flight (`InlineKey`).
+    // SAFETY: the bio is ours and has no context; the key is initialised and pinned; `GFP_NOIO`
+    // may sleep, which `map` of a target without `DM_TARGET_NOWAIT` may (`Encrypt::new`).
+    unsafe {
+        bindings::bio_crypt_set_ctx(
+            bio.as_raw(),
+            key.raw(),
+            dun_array.as_ptr(),
+            bindings::DM_RUST_GFP_NOIO,
+        )
+    };
+    // SAFETY: the bio has data and a context, and goes to the device the key was started on
+    // (remapped above). On `false` blk-crypto owns the bio and has completed it or will:
+    // device-mapper must not submit it (`DM_MAPIO_SUBMITTED`), and nothing touches it after
+    // this (the caller's contract).
+    if unsafe { bindings::__blk_crypto_submit_bio(bio.as_raw()) } {
+        bindings::DM_MAPIO_REMAPPED
+    } else {
+        bindings::DM_MAPIO_SUBMITTED
     }
 }

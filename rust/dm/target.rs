@@ -47,7 +47,7 @@ impl From<ArgError> for CtrError {
 /// A target cannot take a bio over to complete it later itself: it returns
 /// [`MapResult::RemappedCompleteInWork`], whose completion the abstraction owns, so no bio can be
 /// left without one. Only the abstraction hands bios to kernel code that completes them
-/// ([`MapResult::Submitted`]).
+/// ([`MapResult::Encrypt`]), after the target's `map` has returned.
 pub enum MapResult {
     /// The bio was remapped; device-mapper submits it.
     Remapped,
@@ -59,25 +59,10 @@ pub enum MapResult {
     /// it, [`Target::io_done`] runs in process context on the target's workqueue before the bio
     /// completes. Only for targets that implement `io_done` (else it is treated as `Remapped`).
     RemappedCompleteInWork,
-    /// The abstraction handed the bio to kernel code that completes it (blk-crypto's software
-    /// fallback, [`Bio::submit_encrypted`](super::Bio::submit_encrypted)); device-mapper must not
-    /// submit it. Targets cannot make this outcome themselves.
-    Submitted(HandedOver),
-}
-
-/// Proof that the abstraction handed a bio to kernel code that will complete it; only the
-/// abstraction makes one. It is neither `Send` nor `Sync`, so it cannot be kept in a target's
-/// state or a static to be returned later for another bio: it leaves the `map` call it was made
-/// in only as that call's result.
-pub struct HandedOver(PhantomData<*mut ()>);
-
-impl HandedOver {
-    /// # Invariant
-    ///
-    /// Made only where the bio was handed over for good (see [`MapResult::Submitted`]).
-    pub(super) fn new() -> Self {
-        Self(PhantomData)
-    }
+    /// Hand the bio to the device below with an encryption context (inline encryption): the
+    /// abstraction does it after `map` returns (see [`Encrypt`](super::blk_crypto::Encrypt)),
+    /// so the target never holds a bio that blk-crypto's fallback has taken over.
+    Encrypt(super::blk_crypto::Encrypt),
 }
 
 /// What `end_io` wants device-mapper to do with a completed bio.
@@ -646,7 +631,8 @@ impl<T: Target> Adapter<T> {
                 }
                 bindings::DM_MAPIO_REMAPPED
             }
-            MapResult::Submitted(HandedOver(_)) => bindings::DM_MAPIO_SUBMITTED,
+            // SAFETY: `map` returned the request for this bio, and with it its `&mut Bio`.
+            MapResult::Encrypt(req) => unsafe { super::blk_crypto::submit(ti, bio, req) },
         }) as c_int
     }
 

@@ -25,7 +25,7 @@ use kernel::ffi::c_int;
 use kernel::prelude::*;
 
 use crate::dm::bio::Op;
-use crate::dm::blk_crypto::{self, KeyBuf, KeyConfig, KeyError, KeyId};
+use crate::dm::blk_crypto::{self, Encrypt, KeyBuf, KeyConfig, KeyError, KeyId};
 use crate::dm::device::QueueLimits;
 use crate::dm::{
     Args, Bio, CtrError, Device, DeviceVisitor, MapResult, StatusType, StatusWriter, Target,
@@ -83,7 +83,7 @@ impl Target for InlineCrypt {
     const UPSTREAM_NAME: Option<&'static CStr> = Some(c"inlinecrypt");
     const VERSION: [u32; 3] = [1, 0, 0];
     // Not DM_TARGET_PASSES_CRYPTO: the target uses the device's inline encryption itself. Not
-    // DM_TARGET_NOWAIT: `map` may wait for memory (`Bio::submit_encrypted`).
+    // DM_TARGET_NOWAIT: `map` may wait for memory (`Encrypt`).
     const FEATURES: u64 = 0;
 
     fn new(ti: &mut TargetCtx<'_>, args: &mut Args<'_>) -> Result<Pin<KBox<Self>>, CtrError> {
@@ -176,7 +176,7 @@ impl Target for InlineCrypt {
         let Some(dun) = self.config.dun(rel) else {
             return MapResult::Kill;
         };
-        bio.submit_encrypted(ti, self.key, sector, dun)
+        MapResult::Encrypt(Encrypt::new(ti, self.key, sector, dun))
     }
 
     fn status(&self, ti: &Ti<Self>, kind: StatusType, out: &mut StatusWriter<'_>) {

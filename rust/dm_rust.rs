@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
 
 mod bindings;
+pub mod crypt;
 pub mod dm;
 mod linear;
 pub mod verity;
@@ -58,6 +59,7 @@ fn cmdline_requires_verity_signatures(module: &'static ThisModule) -> Result<boo
 struct DmRust {
     _linear: dm::Registration<linear::Linear>,
     _verity: dm::Registration<verity::Verity>,
+    _crypt: dm::Registration<crypt::Crypt>,
     _keyring: dm::keys::VerityKeyring,
 }
 
@@ -84,9 +86,11 @@ impl kernel::Module for DmRust {
         // registered.
         let linear = linear::linear_registration(upstream)?;
         let verity = verity::verity_registration(upstream)?;
+        let crypt = crypt::crypt_registration(upstream)?;
         Ok(Self {
             _linear: linear,
             _verity: verity,
+            _crypt: crypt,
             _keyring: keyring,
         })
     }

@@ -57,6 +57,11 @@ pub enum MapResult {
     /// it, [`Target::io_done`] runs in process context on the target's workqueue before the bio
     /// completes. Only for targets that implement `io_done` (else it is treated as `Remapped`).
     RemappedCompleteInWork,
+    /// The target takes the bio over: device-mapper is told it was submitted, and
+    /// [`Target::bio_work`] runs in process context on the target's workqueue, after which the
+    /// bio completes with the status `bio_work` returns. The abstraction owns the completion, so
+    /// it always happens. Only for targets that implement `bio_work` (else the bio fails).
+    CompleteInWork,
 }
 
 /// What `end_io` wants device-mapper to do with a completed bio.
@@ -113,6 +118,12 @@ pub trait Target: Sized + Send + Sync {
     /// [`MapResult::RemappedCompleteInWork`]; returns the status the bio completes with.
     fn io_done(&self, _ti: &Ti<Self>, io: &mut DoneIo<'_>, _s: &MaySleep<'_>) -> u8 {
         io.lower_status()
+    }
+
+    /// Finishes, in process context, a bio that `map` took over with
+    /// [`MapResult::CompleteInWork`]; returns the status the bio completes with.
+    fn bio_work(&self, _ti: &Ti<Self>, _io: &mut io::TakenIo<'_>, _s: &MaySleep<'_>) -> u8 {
+        bindings::DM_RUST_BLK_STS_IOERR
     }
 
     /// Before the device suspends.
@@ -472,8 +483,8 @@ impl<T: Target> Adapter<T> {
     pub unsafe fn ctr(ti: *mut bindings::dm_target, argc: c_uint, argv: *mut *mut c_char) -> c_int {
         const {
             assert!(
-                T::WORKQUEUE.is_some() || !T::HAS_IO_DONE,
-                "a target with io_done needs a WORKQUEUE"
+                T::WORKQUEUE.is_some() || !(T::HAS_IO_DONE || T::HAS_BIO_WORK),
+                "a target with io_done or bio_work needs a WORKQUEUE"
             )
         };
         // SAFETY: device-mapper calls `ctr` in process context with no lock that forbids sleeping.
@@ -550,8 +561,8 @@ impl<T: Target> Adapter<T> {
         .map_err(nomem)?;
         holder.devices = core::mem::take(&mut ctx.devices);
         let ti = ctx.ti;
-        if T::HAS_IO_DONE {
-            // SAFETY: the constructor owns `ti`; `io::hook` relies on this size.
+        if T::HAS_IO_DONE || T::HAS_BIO_WORK {
+            // SAFETY: the constructor owns `ti`; `io::hook` and `io::take_over` rely on this size.
             unsafe { (*ti).per_io_data_size = io::PER_IO_SIZE };
         }
         // SAFETY: the constructor owns `ti`; `dtr` takes the box back.
@@ -609,6 +620,14 @@ impl<T: Target> Adapter<T> {
                 }
                 bindings::DM_MAPIO_REMAPPED
             }
+            MapResult::CompleteInWork if T::HAS_BIO_WORK => {
+                // The bio is returned as submitted right below; `take_over` completes it.
+                // SAFETY: `ctr` set `per_io_data_size` for `bio_work` targets, whose workqueue
+                // exists (the assertion in `ctr`).
+                unsafe { io::take_over::<T>(ti.as_raw(), bio.as_raw()) };
+                bindings::DM_MAPIO_SUBMITTED
+            }
+            MapResult::CompleteInWork => bindings::DM_MAPIO_KILL,
         }) as c_int
     }
 

@@ -242,7 +242,9 @@ pub(crate) unsafe fn for_each_block<E>(
     block_size: u32,
     mut f: impl FnMut(u32, &mut IoBlock<'_>) -> Result<(), E>,
 ) -> Result<(), BlockError<E>> {
-    let n = iter.bi_size / block_size;
+    let Some(n) = iter.bi_size.checked_div(block_size) else {
+        return Err(BlockError::Unaligned);
+    };
     for i in 0..n {
         // SAFETY: `iter` stays within the bio's data (the caller's guarantee, and `i < n`).
         let bv = unsafe { bindings::dm_rust_bio_iter_iovec(bio, iter) };

@@ -16,6 +16,17 @@ CRYPT_BLOCK_CONF=/etc/modprobe.d/dm-rust-selftest-crypt.conf
 KEY64=3a1f9c07d2e48b65f0c3a97e1d2b4c58e6f70819a2b3c4d5e6f708192a3b4c5d7e8f90a1b2c3d4e5f60718293a4b5c6d8e9fa0b1c2d3e4f5061728394a5b6c7d
 KEY32=${KEY64:0:64}
 
+# Loads the kernel's dm_crypt by its file: with packaging/dm-rust.conf installed (verity's scripts
+# do that), "modprobe dm_crypt" would load dm_rust instead.
+load_kernel_crypt() {
+	local ko
+	module_loaded dm_crypt && return 0
+	ko=$(find "/lib/modules/$(uname -r)/kernel/drivers/md" -name 'dm-crypt.ko*' | head -n 1)
+	[ -n "$ko" ] || fail "the kernel's dm-crypt.ko is missing"
+	modprobe -a $(modinfo -F depends "$ko" | tr , ' ')
+	insmod "$ko"
+}
+
 crypt_registered() { dmsetup targets | grep -q "^$1 "; }
 module_loaded() { grep -q "^$1 " /proc/modules; }
 
@@ -24,7 +35,7 @@ use_upstream_crypt() {
 	modprobe -a dm-mod dm-bufio
 	if [ "$DM_RUST_IMPL" = kernel ]; then
 		rm -f "$CRYPT_BLOCK_CONF"
-		modprobe dm_crypt
+		load_kernel_crypt
 	else
 		module_loaded dm_crypt && { rmmod dm_crypt || fail "the kernel's dm_crypt is busy"; }
 		module_loaded dm_verity && { rmmod dm_verity || fail "the kernel's dm_verity is busy"; }
@@ -52,7 +63,7 @@ use_both() {
 		module_loaded dm_rust || insmod "$DM_RUST_KO"
 		OURS=crypt-rs
 	fi
-	modprobe dm_crypt
+	load_kernel_crypt
 	THEIRS=crypt
 	crypt_registered "$OURS" && crypt_registered "$THEIRS" || fail "$OURS or $THEIRS missing"
 }

@@ -271,7 +271,7 @@ impl Target for Crypt {
     const VERSION: [u32; 3] = [1, 29, 0];
     const WORKQUEUE: Option<WorkqueueConfig> = Some(WorkqueueConfig {
         name: c"kcryptd-rs",
-        flags: flags::MEM_RECLAIM,
+        flags: flags::MEM_RECLAIM | flags::PERCPU,
     });
     const AUDIT_PREFIX: Option<&'static CStr> = Some(c"crypt");
 

@@ -334,6 +334,8 @@ impl Target for Crypt {
             ctx.set_num_discard_bios(1);
         }
         ctx.set_num_flush_bios(1);
+        // As dm-crypt: each write needs pages of the pool.
+        ctx.set_limit_swap_bios(true);
         KBox::pin(
             Self {
                 dev,

@@ -416,6 +416,15 @@ impl<'a> TargetCtx<'a> {
         unsafe { (*self.ti).set_flush_bypasses_map(on.into()) };
     }
 
+    /// Limits the number of swap bios in flight in the target (`limit_swap_bios`), for targets
+    /// that allocate memory to process a write: swapping out under memory pressure then cannot
+    /// exhaust their pools.
+    pub fn set_limit_swap_bios(&mut self, on: bool) {
+        // SAFETY: the constructor has exclusive access to `ti` (`Adapter::ctr` lends the
+        // `TargetCtx` for the constructor call only).
+        unsafe { (*self.ti).set_limit_swap_bios(on.into()) };
+    }
+
     /// Number of bios device-mapper sends to `map` for each discard (0 disables discards).
     pub fn set_num_discard_bios(&mut self, n: u32) {
         // SAFETY: the constructor has exclusive access to `ti` (`Adapter::ctr` lends the

@@ -24,6 +24,10 @@
 #include <linux/verification.h>
 #include <keys/user-type.h>
 #include <crypto/hash.h>
+#include <crypto/skcipher.h>
+#include <linux/mempool.h>
+#include <linux/scatterlist.h>
+#include <linux/random.h>
 #include <linux/file.h>
 #include <linux/kobject.h>
 #include <linux/string.h>
@@ -58,6 +62,7 @@
 DM_RUST_DECLARE_TARGET(linear)
 DM_RUST_DECLARE_TARGET(verity)
 DM_RUST_DECLARE_TARGET(inlinecrypt)
+DM_RUST_DECLARE_TARGET(crypt)
 
 /* Module parameters (rust/glue.c), read-only once the module is loaded. */
 extern bool dm_rust_param_upstream_names;
@@ -71,6 +76,7 @@ sector_t dm_rust_bdev_nr_sectors(struct block_device *bdev);
 unsigned int dm_rust_bdev_logical_block_size(struct block_device *bdev);
 void dm_rust_init_io_work(struct work_struct *work, work_func_t func);
 void dm_rust_init_deferred_work(struct work_struct *work, work_func_t func);
+void dm_rust_init_taken_work(struct work_struct *work, work_func_t func);
 bool dm_rust_queue_work(struct workqueue_struct *wq, struct work_struct *work);
 struct workqueue_struct *dm_rust_alloc_workqueue(const char *name, unsigned int flags,
 						 int max_active);
@@ -95,6 +101,22 @@ struct key *dm_rust_request_logon_key(const char *description);
 void dm_rust_memzero_explicit(void *s, size_t count);
 bool dm_rust_bio_has_data(struct bio *bio);
 bool dm_rust_bio_has_crypt_ctx(struct bio *bio);
+void dm_rust_crypto_free_skcipher(struct crypto_skcipher *tfm);
+unsigned int dm_rust_crypto_skcipher_ivsize(struct crypto_skcipher *tfm);
+unsigned int dm_rust_crypto_skcipher_blocksize(struct crypto_skcipher *tfm);
+unsigned int dm_rust_skcipher_request_size(struct crypto_skcipher *tfm);
+void dm_rust_skcipher_request_set_tfm(struct skcipher_request *req, struct crypto_skcipher *tfm);
+void dm_rust_skcipher_request_set_callback(struct skcipher_request *req, u32 flags,
+					   crypto_completion_t compl, void *data);
+void dm_rust_skcipher_request_set_crypt(struct skcipher_request *req, struct scatterlist *src,
+					struct scatterlist *dst, unsigned int len, void *iv);
+void dm_rust_crypto_init_wait(struct crypto_wait *wait);
+int dm_rust_crypto_wait_req(int err, struct crypto_wait *wait);
+void dm_rust_sg_set_page(struct scatterlist *sg, struct page *page, unsigned int len,
+			 unsigned int offset);
+mempool_t *dm_rust_mempool_create_page_pool(int min_nr);
+mempool_t *dm_rust_mempool_create_kmalloc_pool(int min_nr, size_t size);
+void *dm_rust_mempool_alloc(mempool_t *pool, gfp_t gfp);
 
 #ifdef __BINDGEN__
 /* Constants bindgen cannot evaluate from their macros (casts, expressions). */
@@ -107,12 +129,19 @@ const blk_status_t DM_RUST_BLK_STS_NOTSUPP = BLK_STS_NOTSUPP;
 const blk_mode_t DM_RUST_BLK_OPEN_READ = BLK_OPEN_READ;
 const blk_mode_t DM_RUST_BLK_OPEN_WRITE = BLK_OPEN_WRITE;
 const size_t DM_RUST_PAGE_SIZE = PAGE_SIZE;
+const gfp_t DM_RUST_GFP_NOIO = GFP_NOIO;
+const gfp_t DM_RUST_GFP_NOWAIT = GFP_NOWAIT | __GFP_NOWARN;
+const gfp_t DM_RUST_GFP_KERNEL = GFP_KERNEL;
+const u32 DM_RUST_CRYPTO_ALG_ALLOCATES_MEMORY = CRYPTO_ALG_ALLOCATES_MEMORY;
+const unsigned int DM_RUST_BIO_MAX_VECS = BIO_MAX_VECS;
+const int DM_RUST_BIOSET_NEED_BVECS = BIOSET_NEED_BVECS;
+const u32 DM_RUST_CRYPTO_TFM_REQ_MAY_SLEEP = CRYPTO_TFM_REQ_MAY_SLEEP;
+const u32 DM_RUST_CRYPTO_TFM_REQ_MAY_BACKLOG = CRYPTO_TFM_REQ_MAY_BACKLOG;
 const int DM_RUST_AUDIT_DM_CTRL = AUDIT_DM_CTRL;
 const int DM_RUST_AUDIT_DM_EVENT = AUDIT_DM_EVENT;
 const size_t DM_RUST_HASH_MAX_DESCSIZE = HASH_MAX_DESCSIZE;
 const unsigned long DM_RUST_VERIFY_USE_SECONDARY_KEYRING = (unsigned long)VERIFY_USE_SECONDARY_KEYRING;
 const unsigned long DM_RUST_VERIFY_USE_PLATFORM_KEYRING = (unsigned long)VERIFY_USE_PLATFORM_KEYRING;
-const gfp_t DM_RUST_GFP_NOIO = GFP_NOIO;
 const size_t DM_RUST_BLK_CRYPTO_DUN_ARRAY_SIZE = BLK_CRYPTO_DUN_ARRAY_SIZE;
 const size_t DM_RUST_BLK_CRYPTO_MAX_ANY_KEY_SIZE = BLK_CRYPTO_MAX_ANY_KEY_SIZE;
 const int DM_RUST_BLK_CRYPTO_CFG_ALLOW_HW = BLK_CRYPTO_CFG_ALLOW_HW;

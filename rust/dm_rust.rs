@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::prelude::*;
 
 mod bindings;
+pub mod crypt;
 pub mod dm;
 pub mod inlinecrypt;
 mod linear;
@@ -60,6 +61,7 @@ struct DmRust {
     _linear: dm::Registration<linear::Linear>,
     _verity: dm::Registration<verity::Verity>,
     _inlinecrypt: dm::Registration<inlinecrypt::InlineCrypt>,
+    _crypt: dm::Registration<crypt::Crypt>,
     _keyring: dm::keys::VerityKeyring,
 }
 
@@ -87,10 +89,12 @@ impl kernel::Module for DmRust {
         let linear = linear::linear_registration(upstream)?;
         let verity = verity::verity_registration(upstream)?;
         let inlinecrypt = inlinecrypt::inlinecrypt_registration(upstream)?;
+        let crypt = crypt::crypt_registration(upstream)?;
         Ok(Self {
             _linear: linear,
             _verity: verity,
             _inlinecrypt: inlinecrypt,
+            _crypt: crypt,
             _keyring: keyring,
         })
     }

@@ -26,6 +26,7 @@
 DM_RUST_TARGET(linear);
 DM_RUST_TARGET(verity);
 DM_RUST_TARGET(inlinecrypt);
+DM_RUST_TARGET(crypt);
 
 /*
  * Module parameters, read-only once loaded. Declared here rather than with the Rust module!
@@ -67,6 +68,11 @@ unsigned int dm_rust_bdev_logical_block_size(struct block_device *bdev)
 
 /* One INIT_WORK site, hence one lockdep class, per kind of work item. */
 void dm_rust_init_io_work(struct work_struct *work, work_func_t func)
+{
+	INIT_WORK(work, func);
+}
+
+void dm_rust_init_taken_work(struct work_struct *work, work_func_t func)
 {
 	INIT_WORK(work, func);
 }
@@ -177,6 +183,74 @@ bool dm_rust_keyring_sealed_with_keys(const struct key *keyring)
 struct key *dm_rust_request_logon_key(const char *description)
 {
 	return request_key(&key_type_logon, description, NULL);
+}
+
+void dm_rust_crypto_free_skcipher(struct crypto_skcipher *tfm)
+{
+	crypto_free_skcipher(tfm);
+}
+
+unsigned int dm_rust_crypto_skcipher_ivsize(struct crypto_skcipher *tfm)
+{
+	return crypto_skcipher_ivsize(tfm);
+}
+
+unsigned int dm_rust_crypto_skcipher_blocksize(struct crypto_skcipher *tfm)
+{
+	return crypto_skcipher_blocksize(tfm);
+}
+
+unsigned int dm_rust_skcipher_request_size(struct crypto_skcipher *tfm)
+{
+	return sizeof(struct skcipher_request) + crypto_skcipher_reqsize(tfm);
+}
+
+void dm_rust_skcipher_request_set_tfm(struct skcipher_request *req, struct crypto_skcipher *tfm)
+{
+	skcipher_request_set_tfm(req, tfm);
+}
+
+void dm_rust_skcipher_request_set_callback(struct skcipher_request *req, u32 flags,
+					   crypto_completion_t compl, void *data)
+{
+	skcipher_request_set_callback(req, flags, compl, data);
+}
+
+void dm_rust_skcipher_request_set_crypt(struct skcipher_request *req, struct scatterlist *src,
+					struct scatterlist *dst, unsigned int len, void *iv)
+{
+	skcipher_request_set_crypt(req, src, dst, len, iv);
+}
+
+void dm_rust_crypto_init_wait(struct crypto_wait *wait)
+{
+	crypto_init_wait(wait);
+}
+
+int dm_rust_crypto_wait_req(int err, struct crypto_wait *wait)
+{
+	return crypto_wait_req(err, wait);
+}
+
+void dm_rust_sg_set_page(struct scatterlist *sg, struct page *page, unsigned int len,
+			 unsigned int offset)
+{
+	sg_set_page(sg, page, len, offset);
+}
+
+mempool_t *dm_rust_mempool_create_page_pool(int min_nr)
+{
+	return mempool_create_page_pool(min_nr, 0);
+}
+
+mempool_t *dm_rust_mempool_create_kmalloc_pool(int min_nr, size_t size)
+{
+	return mempool_create_kmalloc_pool(min_nr, size);
+}
+
+void *dm_rust_mempool_alloc(mempool_t *pool, gfp_t gfp)
+{
+	return mempool_alloc(pool, gfp);
 }
 
 void dm_rust_memzero_explicit(void *s, size_t count)

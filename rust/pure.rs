@@ -43,7 +43,7 @@ pub mod integrity_table;
 #[path = "integrity/recalc.rs"]
 pub mod integrity_recalc;
 
-/// dm-crypt: the table line and the IV generators. Not yet a module of the kernel crate.
+/// dm-crypt: the table line and the IV generators (modules of the kernel crate's `crypt`).
 pub mod crypt {
     /// IV generation per sector.
     #[path = "iv.rs"]

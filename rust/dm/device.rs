@@ -179,4 +179,10 @@ impl QueueLimits<'_> {
         l.io_min = l.io_min.max(size);
         l.dma_alignment = l.dma_alignment.max(size - 1);
     }
+
+    /// Limits each segment of a bio to `size` bytes (targets whose clones have pages of their
+    /// own, which are not as contiguous as the submitter's, as dm-crypt).
+    pub fn set_max_segment_size(&mut self, size: u32) {
+        self.l.max_segment_size = size;
+    }
 }

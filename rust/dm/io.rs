@@ -127,9 +127,12 @@ pub enum BlockError<E> {
 /// only by copies and by the kernel's C functions, and a value that must not change is copied
 /// out first.
 pub struct IoBlock<'a> {
-    ptr: *mut u8,
-    len: usize,
-    _p: PhantomData<&'a ()>,
+    pub(crate) ptr: *mut u8,
+    pub(crate) len: usize,
+    /// The page the block lies in and its offset there, for the crypto API's scatterlists.
+    pub(crate) page: *mut bindings::page,
+    pub(crate) offset: u32,
+    pub(crate) _p: PhantomData<&'a ()>,
 }
 
 impl IoBlock<'_> {
@@ -218,34 +221,144 @@ impl DoneIo<'_> {
     pub fn for_each_block<E>(
         &self,
         block_size: u32,
-        mut f: impl FnMut(u32, &mut IoBlock<'_>) -> Result<(), E>,
+        f: impl FnMut(u32, &mut IoBlock<'_>) -> Result<(), E>,
     ) -> Result<(), BlockError<E>> {
-        // SAFETY: the header is live with the bio.
-        let mut iter = unsafe { (*self.hdr).iter };
-        let n = self.size() / block_size;
-        for i in 0..n {
-            // SAFETY: `iter` stays within the bio's data, which the bio owns until it completes.
-            let bv = unsafe { bindings::dm_rust_bio_iter_iovec(self.bio, iter) };
-            if bv.bv_len < block_size {
-                return Err(BlockError::Unaligned);
-            }
-            // SAFETY: the segment's page is part of the bio, which is ours until it completes;
-            // `kmap_local_page` maps it until the matching `kunmap_local`.
-            let base = unsafe { bindings::dm_rust_kmap_local_page(bv.bv_page) }.cast::<u8>();
-            let mut block = IoBlock {
-                // SAFETY: `bv_offset + block_size <= PAGE_SIZE` (checked `bv_len` is within the
-                // page), so the block lies in the mapped page.
-                ptr: unsafe { base.add(bv.bv_offset as usize) },
-                len: block_size as usize,
-                _p: PhantomData,
-            };
-            let r = f(i, &mut block);
-            // SAFETY: `base` was mapped above; `block` (which borrowed it) is not used again.
-            unsafe { bindings::dm_rust_kunmap_local(base.cast()) };
-            r.map_err(BlockError::Callback)?;
-            // SAFETY: the bio is ours until it completes; advancing stays within its size (`i < n`).
-            unsafe { bindings::dm_rust_bio_advance_iter(self.bio, &mut iter, block_size) };
+        // SAFETY: the header is live with the bio, which is ours until it completes (after
+        // `io_done` returns); its data stays valid until then.
+        unsafe { for_each_block(self.bio, (*self.hdr).iter, block_size, f) }
+    }
+}
+
+/// Calls `f(i, block)` for each consecutive `block_size`-byte block of `bio`'s data from `iter`
+/// on, in order, each block mapped for the call.
+///
+/// # Safety
+///
+/// `bio` is a bio whose data the caller may read and write for the call, and `iter` lies within
+/// its data.
+pub(crate) unsafe fn for_each_block<E>(
+    bio: *mut bindings::bio,
+    mut iter: bindings::bvec_iter,
+    block_size: u32,
+    mut f: impl FnMut(u32, &mut IoBlock<'_>) -> Result<(), E>,
+) -> Result<(), BlockError<E>> {
+    let Some(n) = iter.bi_size.checked_div(block_size) else {
+        return Err(BlockError::Unaligned);
+    };
+    for i in 0..n {
+        // SAFETY: `iter` stays within the bio's data (the caller's guarantee, and `i < n`).
+        let bv = unsafe { bindings::dm_rust_bio_iter_iovec(bio, iter) };
+        if bv.bv_len < block_size {
+            return Err(BlockError::Unaligned);
         }
-        Ok(())
+        // SAFETY: the segment's page is part of the bio, which is the caller's for the call;
+        // `kmap_local_page` maps it until the matching `kunmap_local`.
+        let base = unsafe { bindings::dm_rust_kmap_local_page(bv.bv_page) }.cast::<u8>();
+        let mut block = IoBlock {
+            // SAFETY: `bv_offset + block_size <= PAGE_SIZE` (checked `bv_len` is within the
+            // page), so the block lies in the mapped page.
+            ptr: unsafe { base.add(bv.bv_offset as usize) },
+            len: block_size as usize,
+            page: bv.bv_page,
+            offset: bv.bv_offset,
+            _p: PhantomData,
+        };
+        let r = f(i, &mut block);
+        // SAFETY: `base` was mapped above; `block` (which borrowed it) is not used again.
+        unsafe { bindings::dm_rust_kunmap_local(base.cast()) };
+        r.map_err(BlockError::Callback)?;
+        // SAFETY: advancing stays within the bio's data (`i < n`).
+        unsafe { bindings::dm_rust_bio_advance_iter(bio, &mut iter, block_size) };
+    }
+    Ok(())
+}
+
+/// Takes `bio` over for [`Target::bio_work`](super::Target::bio_work): device-mapper is told the
+/// bio was submitted, and a work item on the target's workqueue (in the bio's per-bio data) runs
+/// the target's `bio_work` and completes the bio with the status it returns.
+///
+/// # Safety
+///
+/// `ti` must be a constructed target of type `T` with `per_io_data_size == PER_IO_SIZE`, and
+/// `bio` a bio device-mapper handed to its `map`, about to be returned as `DM_MAPIO_SUBMITTED`.
+pub(crate) unsafe fn take_over<T: Target>(ti: *mut bindings::dm_target, bio: *mut bindings::bio) {
+    // SAFETY: the caller guarantees the per-bio data is ours and `PER_IO_SIZE` bytes long, that
+    // the target is constructed (so `Ti::from_raw`'s contract holds for the call) and that the
+    // bio is ours until we complete it.
+    unsafe {
+        let hdr = bindings::dm_per_bio_data(bio, PER_IO_SIZE as usize).cast::<IoHeader>();
+        (*hdr).ti = ti;
+        (*hdr).orig_end_io = None;
+        (*hdr).orig_private = core::ptr::null_mut();
+        (*hdr).iter = (*bio).bi_iter;
+        let t = Ti::<T>::from_raw(ti);
+        match &t.holder().wq {
+            Some(wq) => {
+                bindings::dm_rust_init_taken_work(&raw mut (*hdr).work, Some(taken_work::<T>));
+                bindings::dm_rust_queue_work(wq.as_raw(), &raw mut (*hdr).work);
+            }
+            // Unreachable (`Adapter::ctr` asserts a queue for `bio_work` targets); fail the
+            // bio rather than leave it hanging.
+            None => {
+                (*bio).bi_status = bindings::DM_RUST_BLK_STS_IOERR;
+                bindings::bio_endio(bio);
+            }
+        }
+    }
+}
+
+/// Process context: the target finishes a bio it took over, then the bio completes.
+unsafe extern "C" fn taken_work<T: Target>(w: *mut bindings::work_struct) {
+    // SAFETY: `w` is the first field of an `IoHeader` (`repr(C)`) in a taken-over bio's per-bio
+    // data, queued by `take_over`; the bio is in flight until `bio_endio` below, so its target is
+    // alive (device-mapper waits for in-flight bios before destroying a target); work items run
+    // in process context.
+    unsafe {
+        let hdr = w.cast::<IoHeader>();
+        let ti = Ti::<T>::from_raw((*hdr).ti);
+        let bio = bindings::dm_bio_from_per_bio_data(hdr.cast(), PER_IO_SIZE as usize);
+        let mut io = TakenIo {
+            bio,
+            hdr,
+            _p: PhantomData,
+        };
+        let s = MaySleep::new();
+        let status = ti.holder().target.bio_work(ti, &mut io, &s);
+        (*bio).bi_status = status;
+        bindings::bio_endio(bio);
+    }
+}
+
+/// A bio that `map` took over ([`MapResult::CompleteInWork`](super::MapResult)), in process
+/// context; it completes, with the status `bio_work` returns, after `bio_work`. Its data is the
+/// submitter's: readable as [`IoBlock`]s, and never to be changed for a write (write a clone of
+/// it, [`TakenIo::write_clone`]).
+pub struct TakenIo<'a> {
+    pub(crate) bio: *mut bindings::bio,
+    pub(crate) hdr: *mut IoHeader,
+    _p: PhantomData<&'a mut bindings::bio>,
+}
+
+impl TakenIo<'_> {
+    /// First sector of the I/O in the mapped device.
+    pub fn sector(&self) -> u64 {
+        // SAFETY: the header lives in the bio's per-bio data, valid until the bio completes.
+        unsafe { (*self.hdr).iter.bi_sector }
+    }
+
+    /// Size of the I/O in bytes.
+    pub fn size(&self) -> u32 {
+        // SAFETY: as in `sector`.
+        unsafe { (*self.hdr).iter.bi_size }
+    }
+
+    pub(crate) fn iter(&self) -> bindings::bvec_iter {
+        // SAFETY: as in `sector`.
+        unsafe { (*self.hdr).iter }
+    }
+
+    pub(crate) fn opf(&self) -> bindings::blk_opf_t {
+        // SAFETY: the bio is ours until it completes.
+        unsafe { (*self.bio).bi_opf }
     }
 }

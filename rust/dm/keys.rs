@@ -41,18 +41,31 @@ pub fn user_key_payload(description: &[u8]) -> Result<KVec<u8>> {
     result
 }
 
-/// Copies the payload of the `logon` key `description` (`keyctl add logon ...`, readable by the
-/// kernel only) into `out`, which must be exactly as long as the payload (`EINVAL` otherwise,
-/// `EKEYREVOKED` for a revoked key, the lookup's error for a missing one). Nothing else holds a
-/// copy: the caller owns (and wipes) `out`.
-pub fn logon_key_payload_into(description: &[u8], out: &mut [u8]) -> Result {
+/// Kernel key types whose payload is a `user_key_payload` (what dm-crypt reads keys from).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum UserKeyType {
+    /// `logon`: readable by the kernel only (cryptsetup's LUKS2 keys).
+    Logon,
+    /// `user`.
+    User,
+}
+
+/// Copies the payload of the `kind` key `description` into `out`, which must be exactly as long
+/// as the payload (`EINVAL` otherwise, as dm-crypt's `set_key_user`). Nothing is copied on error.
+pub fn read_user_type_key(kind: UserKeyType, description: &[u8], out: &mut [u8]) -> Result {
     let mut cdesc = KVec::with_capacity(description.len() + 1, GFP_KERNEL)?;
     cdesc.extend_from_slice(description, GFP_KERNEL)?;
     cdesc.push(0, GFP_KERNEL)?;
-    // SAFETY: `cdesc` is NUL-terminated.
-    let key = from_err_ptr(unsafe { bindings::dm_rust_request_logon_key(cdesc.as_ptr().cast()) })?;
-    // SAFETY: `key` is a referenced key; its semaphore protects the payload while held, and the
-    // reference is dropped at the end.
+    // SAFETY: `cdesc` is NUL-terminated; `request_key` may sleep (callers are in process
+    // context: table loads and messages).
+    let key = from_err_ptr(unsafe {
+        match kind {
+            UserKeyType::Logon => bindings::dm_rust_request_logon_key(cdesc.as_ptr().cast()),
+            UserKeyType::User => bindings::dm_rust_request_user_key(cdesc.as_ptr().cast()),
+        }
+    })?;
+    // SAFETY: `key` is a referenced key of a user-payload type; its semaphore protects the
+    // payload while held; `out` is our own memory, as long as checked.
     unsafe {
         bindings::down_read(&raw mut (*key).sem);
         let payload = bindings::dm_rust_user_key_payload_locked(key);
@@ -61,7 +74,11 @@ pub fn logon_key_payload_into(description: &[u8], out: &mut [u8]) -> Result {
         } else if usize::from((*payload).datalen) != out.len() {
             Err(EINVAL)
         } else {
-            core::ptr::copy_nonoverlapping((*payload).data.as_ptr().cast::<u8>(), out.as_mut_ptr(), out.len());
+            core::ptr::copy_nonoverlapping(
+                (*payload).data.as_ptr().cast::<u8>(),
+                out.as_mut_ptr(),
+                out.len(),
+            );
             Ok(())
         };
         bindings::up_read(&raw mut (*key).sem);

@@ -63,6 +63,11 @@ pub enum MapResult {
     /// abstraction does it after `map` returns (see [`Encrypt`](super::blk_crypto::Encrypt)),
     /// so the target never holds a bio that blk-crypto's fallback has taken over.
     Encrypt(super::blk_crypto::Encrypt),
+    /// The target takes the bio over: device-mapper is told it was submitted, and
+    /// [`Target::bio_work`] runs in process context on the target's workqueue, after which the
+    /// bio completes with the status `bio_work` returns. The abstraction owns the completion, so
+    /// it always happens. Only for targets that implement `bio_work` (else the bio fails).
+    CompleteInWork,
 }
 
 /// What `end_io` wants device-mapper to do with a completed bio.
@@ -119,6 +124,12 @@ pub trait Target: Sized + Send + Sync {
     /// [`MapResult::RemappedCompleteInWork`]; returns the status the bio completes with.
     fn io_done(&self, _ti: &Ti<Self>, io: &mut DoneIo<'_>, _s: &MaySleep<'_>) -> u8 {
         io.lower_status()
+    }
+
+    /// Finishes, in process context, a bio that `map` took over with
+    /// [`MapResult::CompleteInWork`]; returns the status the bio completes with.
+    fn bio_work(&self, _ti: &Ti<Self>, _io: &mut io::TakenIo<'_>, _s: &MaySleep<'_>) -> u8 {
+        bindings::DM_RUST_BLK_STS_IOERR
     }
 
     /// Before the device suspends.
@@ -419,6 +430,15 @@ impl<'a> TargetCtx<'a> {
         unsafe { (*self.ti).set_flush_bypasses_map(on.into()) };
     }
 
+    /// Limits the number of swap bios in flight in the target (`limit_swap_bios`), for targets
+    /// that allocate memory to process a write: swapping out under memory pressure then cannot
+    /// exhaust their pools.
+    pub fn set_limit_swap_bios(&mut self, on: bool) {
+        // SAFETY: the constructor has exclusive access to `ti` (`Adapter::ctr` lends the
+        // `TargetCtx` for the constructor call only).
+        unsafe { (*self.ti).set_limit_swap_bios(on.into()) };
+    }
+
     /// Number of bios device-mapper sends to `map` for each discard (0 disables discards).
     pub fn set_num_discard_bios(&mut self, n: u32) {
         // SAFETY: the constructor has exclusive access to `ti` (`Adapter::ctr` lends the
@@ -486,8 +506,8 @@ impl<T: Target> Adapter<T> {
     pub unsafe fn ctr(ti: *mut bindings::dm_target, argc: c_uint, argv: *mut *mut c_char) -> c_int {
         const {
             assert!(
-                T::WORKQUEUE.is_some() || !T::HAS_IO_DONE,
-                "a target with io_done needs a WORKQUEUE"
+                T::WORKQUEUE.is_some() || !(T::HAS_IO_DONE || T::HAS_BIO_WORK),
+                "a target with io_done or bio_work needs a WORKQUEUE"
             )
         };
         // SAFETY: device-mapper calls `ctr` in process context with no lock that forbids sleeping.
@@ -569,8 +589,8 @@ impl<T: Target> Adapter<T> {
         holder.devices = core::mem::take(&mut ctx.devices);
         holder.keys = core::mem::take(&mut ctx.keys);
         let ti = ctx.ti;
-        if T::HAS_IO_DONE {
-            // SAFETY: the constructor owns `ti`; `io::hook` relies on this size.
+        if T::HAS_IO_DONE || T::HAS_BIO_WORK {
+            // SAFETY: the constructor owns `ti`; `io::hook` and `io::take_over` rely on this size.
             unsafe { (*ti).per_io_data_size = io::PER_IO_SIZE };
         }
         // SAFETY: the constructor owns `ti`; `dtr` takes the box back.
@@ -633,6 +653,14 @@ impl<T: Target> Adapter<T> {
             }
             // SAFETY: `map` returned the request for this bio, and with it its `&mut Bio`.
             MapResult::Encrypt(req) => unsafe { super::blk_crypto::submit(ti, bio, req) },
+            MapResult::CompleteInWork if T::HAS_BIO_WORK => {
+                // The bio is returned as submitted right below; `take_over` completes it.
+                // SAFETY: `ctr` set `per_io_data_size` for `bio_work` targets, whose workqueue
+                // exists (the assertion in `ctr`).
+                unsafe { io::take_over::<T>(ti.as_raw(), bio.as_raw()) };
+                bindings::DM_MAPIO_SUBMITTED
+            }
+            MapResult::CompleteInWork => bindings::DM_MAPIO_KILL,
         }) as c_int
     }
 

@@ -27,6 +27,7 @@ use kernel::prelude::*;
 use crate::dm::bio::Op;
 use crate::dm::blk_crypto::{self, Encrypt, KeyBuf, KeyConfig, KeyError, KeyId};
 use crate::dm::device::QueueLimits;
+use crate::dm::keys::UserKeyType;
 use crate::dm::{
     Args, Bio, CtrError, Device, DeviceVisitor, MapResult, StatusType, StatusWriter, Target,
     TargetCtx, Ti,
@@ -57,7 +58,7 @@ struct Env<'c, 'a> {
 
 impl InlineEnv for Env<'_, '_> {
     fn logon_key(&mut self, description: &[u8], out: &mut [u8]) -> Result<(), Refused> {
-        crate::dm::keys::logon_key_payload_into(description, out).map_err(|e| {
+        crate::dm::keys::read_user_type_key(UserKeyType::Logon, description, out).map_err(|e| {
             self.key_error = Some(e);
             Refused
         })

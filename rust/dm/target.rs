@@ -993,11 +993,24 @@ impl<T: Target> Registration<T> {
         }
         REGISTERED.store(true, core::sync::atomic::Ordering::Release);
         // SAFETY: `tt` is fully initialised and stays valid (static) until unregistered.
-        let r = unsafe { bindings::dm_register_target(tt) };
+        let mut r = unsafe { bindings::dm_register_target(tt) };
+        if r == EEXIST.to_errno() && name != T::NAME {
+            // The kernel's module of that name is loaded (dm-crypt, say, for a LUKS root): it
+            // keeps its name, and ours stays available under its own.
+            pr_warn!(
+                "target '{}' is taken (the kernel's module is loaded): registered as '{}'\n",
+                name.to_str().unwrap_or("?"),
+                T::NAME.to_str().unwrap_or("?")
+            );
+            t.name = T::NAME.as_char_ptr();
+            // SAFETY: as above; the first attempt did not register `tt`.
+            r = unsafe { bindings::dm_register_target(tt) };
+        }
         if r != 0 {
             pr_err!(
                 "cannot register target '{}' (error {}): a target of that name is loaded\n",
-                name.to_str().unwrap_or("?"),
+                // SAFETY: `t.name` points to one of the static names above.
+                unsafe { CStr::from_char_ptr(t.name) }.to_str().unwrap_or("?"),
                 r
             );
             return Err(Error::from_errno(r));

@@ -32,19 +32,20 @@ test_upstream_names() {
 	load_module
 }
 
-# A name clash fails the load cleanly: the kernel's dm-verity holds "verity".
+# A name clash: the kernel's dm-verity holds "verity", so ours registers under its own name
+# (verity-rs), says so in one log line, and the kernel's keeps "verity".
 test_registration_clash() {
 	local mark="dm-rust selftest: clash $RANDOM"
 	unload_module
 	modprobe --ignore-install dm-verity || skip "the kernel's dm-verity module is not available"
 	echo "$mark" >/dev/kmsg
-	if load_module upstream_names=1 2>/dev/null; then
-		fail "dm_rust loaded although 'verity' is taken"
-	fi
-	grep -q '^dm_rust ' /proc/modules && fail "dm_rust loaded"
-	dmsetup targets | grep -q -- '-rs ' && fail "targets left registered: $(dmsetup targets)"
-	dmesg | sed -n "/$mark/,\$p" | grep -q "cannot register target 'verity'" ||
+	load_module upstream_names=1 || fail "dm_rust did not load beside the kernel's dm-verity"
+	dmsetup targets | grep -qE '^verity-rs +v1\.13\.0$' ||
+		fail "verity-rs not registered: $(dmsetup targets)"
+	grep -q '^dm_verity ' /proc/modules || fail "the kernel's dm_verity is gone"
+	dmesg | sed -n "/$mark/,\$p" | grep -q "target 'verity' is taken (the kernel's module is loaded): registered as 'verity-rs'" ||
 		fail "no log line naming the clash"
+	unload_module
 	modprobe -r dm-verity
 	load_module
 }

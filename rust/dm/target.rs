@@ -994,7 +994,7 @@ impl<T: Target> Registration<T> {
         REGISTERED.store(true, core::sync::atomic::Ordering::Release);
         // SAFETY: `tt` is fully initialised and stays valid (static) until unregistered.
         let mut r = unsafe { bindings::dm_register_target(tt) };
-        if r == EEXIST.to_errno() && name != T::NAME {
+        if r == EBUSY.to_errno() && name != T::NAME {
             // The kernel's module of that name is loaded (dm-crypt, say, for a LUKS root): it
             // keeps its name, and ours stays available under its own.
             pr_warn!(

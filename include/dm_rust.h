@@ -17,6 +17,7 @@
 #include <linux/highmem.h>
 #include <linux/security.h>
 #include <linux/workqueue.h>
+#include <linux/sched/mm.h>
 #include <linux/key.h>
 #include <linux/cred.h>
 #include <linux/reboot.h>
@@ -56,6 +57,7 @@
 
 DM_RUST_DECLARE_TARGET(linear)
 DM_RUST_DECLARE_TARGET(verity)
+DM_RUST_DECLARE_TARGET(integrity)
 
 /* Module parameters (rust/glue.c), read-only once the module is loaded. */
 extern bool dm_rust_param_upstream_names;
@@ -69,6 +71,9 @@ sector_t dm_rust_bdev_nr_sectors(struct block_device *bdev);
 unsigned int dm_rust_bdev_logical_block_size(struct block_device *bdev);
 void dm_rust_init_io_work(struct work_struct *work, work_func_t func);
 void dm_rust_init_deferred_work(struct work_struct *work, work_func_t func);
+void dm_rust_init_map_work(struct work_struct *work, work_func_t func);
+unsigned int dm_rust_memalloc_noio_save(void);
+void dm_rust_memalloc_noio_restore(unsigned int flags);
 bool dm_rust_queue_work(struct workqueue_struct *wq, struct work_struct *work);
 struct workqueue_struct *dm_rust_alloc_workqueue(const char *name, unsigned int flags,
 						 int max_active);
@@ -95,12 +100,15 @@ bool dm_rust_keyring_sealed_with_keys(const struct key *keyring);
 const blk_opf_t DM_RUST_REQ_PREFLUSH = REQ_PREFLUSH;
 const blk_opf_t DM_RUST_REQ_FUA = REQ_FUA;
 const blk_opf_t DM_RUST_REQ_RAHEAD = REQ_RAHEAD;
+const blk_opf_t DM_RUST_REQ_SYNC = REQ_SYNC;
 const blk_status_t DM_RUST_BLK_STS_OK = BLK_STS_OK;
 const blk_status_t DM_RUST_BLK_STS_IOERR = BLK_STS_IOERR;
 const blk_status_t DM_RUST_BLK_STS_NOTSUPP = BLK_STS_NOTSUPP;
+const blk_status_t DM_RUST_BLK_STS_PROTECTION = BLK_STS_PROTECTION;
 const blk_mode_t DM_RUST_BLK_OPEN_READ = BLK_OPEN_READ;
 const blk_mode_t DM_RUST_BLK_OPEN_WRITE = BLK_OPEN_WRITE;
 const size_t DM_RUST_PAGE_SIZE = PAGE_SIZE;
+const unsigned int DM_RUST_HZ = HZ;
 const int DM_RUST_AUDIT_DM_CTRL = AUDIT_DM_CTRL;
 const int DM_RUST_AUDIT_DM_EVENT = AUDIT_DM_EVENT;
 const size_t DM_RUST_HASH_MAX_DESCSIZE = HASH_MAX_DESCSIZE;

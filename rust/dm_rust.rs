@@ -11,12 +11,16 @@ use kernel::prelude::*;
 
 mod bindings;
 pub mod dm;
+pub mod integrity;
 mod linear;
 pub mod verity;
 
 /// The pure verity table parser refers to the argument parser under this name, which it also
 /// has in the host test crate (`rust/pure.rs`).
 pub(crate) use dm::args as dm_args;
+/// The pure integrity modules refer to each other under these names, which they also have in the
+/// host test crate.
+pub(crate) use integrity::superblock as integrity_superblock;
 
 module! {
     type: DmRust,
@@ -58,6 +62,7 @@ fn cmdline_requires_verity_signatures(module: &'static ThisModule) -> Result<boo
 struct DmRust {
     _linear: dm::Registration<linear::Linear>,
     _verity: dm::Registration<verity::Verity>,
+    _integrity: dm::Registration<integrity::Integrity>,
     _keyring: dm::keys::VerityKeyring,
 }
 
@@ -84,9 +89,11 @@ impl kernel::Module for DmRust {
         // registered.
         let linear = linear::linear_registration(upstream)?;
         let verity = verity::verity_registration(upstream)?;
+        let integrity = integrity::integrity_registration(upstream)?;
         Ok(Self {
             _linear: linear,
             _verity: verity,
+            _integrity: integrity,
             _keyring: keyring,
         })
     }

@@ -23,6 +23,9 @@ use crate::bindings;
 #[repr(C)]
 pub(crate) struct IoHeader {
     work: bindings::work_struct,
+    /// The work of [`Target::map_deferred`] (its own item: the bio may complete, and `work` be
+    /// initialised for `io_done`, while this one is still running).
+    map_work: bindings::work_struct,
     ti: *mut bindings::dm_target,
     orig_end_io: bindings::bio_end_io_t,
     orig_private: *mut c_void,
@@ -111,6 +114,128 @@ unsafe extern "C" fn work<T: Target>(w: *mut bindings::work_struct) {
     }
 }
 
+/// Hands a bio `map` returned as [`MapResult::Defer`](super::MapResult) to process context:
+/// [`Target::map_deferred`] runs on the target's map workqueue, then the bio is submitted or
+/// completed as it says.
+///
+/// # Safety
+///
+/// `ti` must be a constructed target of type `T` with `per_io_data_size == PER_IO_SIZE`, `wq`
+/// its map workqueue, and `bio` a bio device-mapper handed to its `map`, about to be returned
+/// as submitted (`DM_MAPIO_SUBMITTED`).
+pub(crate) unsafe fn defer_map<T: Target>(
+    ti: *mut bindings::dm_target,
+    bio: *mut bindings::bio,
+    wq: &super::work::Workqueue,
+) {
+    // SAFETY: the caller guarantees the per-bio data is ours and `PER_IO_SIZE` bytes long; the
+    // bio is ours until `map_work` submits or completes it.
+    unsafe {
+        let hdr = bindings::dm_per_bio_data(bio, PER_IO_SIZE as usize).cast::<IoHeader>();
+        (*hdr).ti = ti;
+        bindings::dm_rust_init_map_work(&raw mut (*hdr).map_work, Some(map_work::<T>));
+        bindings::dm_rust_queue_work(wq.as_raw(), &raw mut (*hdr).map_work);
+    }
+}
+
+/// What [`Target::map_deferred`] decided for a bio.
+pub enum Deferred {
+    /// The bio was remapped: submit it.
+    Remapped,
+    /// The bio was remapped: submit it, and run [`Target::io_done`] once the lower device has
+    /// finished it (as [`MapResult::RemappedCompleteInWork`](super::MapResult)).
+    RemappedCompleteInWork,
+    /// Complete the bio now with this status (`BLK_STS_*`), without submitting it.
+    Complete(u8),
+}
+
+/// Process context: let the target map the bio, then submit or complete it.
+unsafe extern "C" fn map_work<T: Target>(w: *mut bindings::work_struct) {
+    // `w` is the `map_work` field of an `IoHeader` that `defer_map` queued; the bio it belongs
+    // to is in flight (returned as submitted), so device-mapper keeps its target alive, and the
+    // adapter destroys the map workqueue (waiting for this function) before the state.
+    // SAFETY: so the header, the bio and `Ti::from_raw`'s contract are valid; work items run in
+    // process context.
+    unsafe {
+        let hdr = w
+            .byte_sub(core::mem::offset_of!(IoHeader, map_work))
+            .cast::<IoHeader>();
+        let ti = Ti::<T>::from_raw((*hdr).ti);
+        let raw = bindings::dm_bio_from_per_bio_data(hdr.cast(), PER_IO_SIZE as usize);
+        let s = MaySleep::new();
+        let decision = ti
+            .holder()
+            .target
+            .map_deferred(ti, super::Bio::from_raw(raw), &s);
+        match decision {
+            Deferred::Remapped => bindings::dm_submit_bio_remap(raw, core::ptr::null_mut()),
+            Deferred::RemappedCompleteInWork => {
+                if T::HAS_IO_DONE {
+                    hook::<T>(ti.as_raw(), raw);
+                }
+                bindings::dm_submit_bio_remap(raw, core::ptr::null_mut());
+            }
+            Deferred::Complete(status) => {
+                (*raw).bi_status = status;
+                bindings::bio_endio(raw);
+            }
+        }
+    }
+}
+
+/// Calls `f(i, block)` for each consecutive `block_size`-byte block of `bio`'s data from `iter`.
+///
+/// # Safety
+///
+/// `bio` is a bio whose data the caller may access (ours until it completes), `iter` within it.
+unsafe fn for_each_block_of<E>(
+    bio: *mut bindings::bio,
+    mut iter: bindings::bvec_iter,
+    block_size: u32,
+    mut f: impl FnMut(u32, &mut IoBlock<'_>) -> Result<(), E>,
+) -> Result<(), BlockError<E>> {
+    let n = iter.bi_size / block_size;
+    for i in 0..n {
+        // SAFETY: `iter` stays within the bio's data, which the caller may access.
+        let bv = unsafe { bindings::dm_rust_bio_iter_iovec(bio, iter) };
+        if bv.bv_len < block_size {
+            return Err(BlockError::Unaligned);
+        }
+        // SAFETY: the segment's page is part of the bio; `kmap_local_page` maps it until the
+        // matching `kunmap_local`.
+        let base = unsafe { bindings::dm_rust_kmap_local_page(bv.bv_page) }.cast::<u8>();
+        let mut block = IoBlock {
+            // SAFETY: `bv_offset + block_size <= PAGE_SIZE` (checked `bv_len` is within the
+            // page), so the block lies in the mapped page.
+            ptr: unsafe { base.add(bv.bv_offset as usize) },
+            len: block_size as usize,
+            _p: PhantomData,
+        };
+        let r = f(i, &mut block);
+        // SAFETY: `base` was mapped above; `block` (which borrowed it) is not used again.
+        unsafe { bindings::dm_rust_kunmap_local(base.cast()) };
+        r.map_err(BlockError::Callback)?;
+        // SAFETY: advancing stays within the bio's size (`i < n`).
+        unsafe { bindings::dm_rust_bio_advance_iter(bio, &mut iter, block_size) };
+    }
+    Ok(())
+}
+
+impl super::Bio {
+    /// Calls `f(i, block)` for each consecutive `block_size`-byte block of the bio's data, in
+    /// order (for a bio not yet submitted, in [`Target::map_deferred`]); each block must lie
+    /// within one page segment.
+    pub fn for_each_block<E>(
+        &self,
+        block_size: u32,
+        f: impl FnMut(u32, &mut IoBlock<'_>) -> Result<(), E>,
+    ) -> Result<(), BlockError<E>> {
+        // SAFETY: the bio is ours until it is submitted (`Bio`'s invariant); its `bi_iter`
+        // describes its data.
+        unsafe { for_each_block_of(self.as_raw(), (*self.as_raw()).bi_iter, block_size, f) }
+    }
+}
+
 /// Why [`DoneIo::for_each_block`] stopped.
 pub enum BlockError<E> {
     /// A block was not contiguous in memory (the queue limits should prevent it).
@@ -193,6 +318,20 @@ impl DoneIo<'_> {
         unsafe { (*self.hdr).iter.bi_size }
     }
 
+    /// The bio's operation.
+    pub fn op(&self) -> super::bio::Op {
+        super::bio::Op::from_raw(
+            // SAFETY: the bio is ours until it completes.
+            unsafe { bindings::dm_rust_bio_op(self.bio) },
+        )
+    }
+
+    /// Whether the bio asked for its data on stable storage before completing (`REQ_FUA`).
+    pub fn is_fua(&self) -> bool {
+        // SAFETY: the bio is ours until it completes.
+        unsafe { (*self.bio).bi_opf & bindings::DM_RUST_REQ_FUA != 0 }
+    }
+
     /// Whether this is read-ahead (which may fail without harm).
     pub fn is_readahead(&self) -> bool {
         // SAFETY: the bio is ours.
@@ -218,34 +357,10 @@ impl DoneIo<'_> {
     pub fn for_each_block<E>(
         &self,
         block_size: u32,
-        mut f: impl FnMut(u32, &mut IoBlock<'_>) -> Result<(), E>,
+        f: impl FnMut(u32, &mut IoBlock<'_>) -> Result<(), E>,
     ) -> Result<(), BlockError<E>> {
-        // SAFETY: the header is live with the bio.
-        let mut iter = unsafe { (*self.hdr).iter };
-        let n = self.size() / block_size;
-        for i in 0..n {
-            // SAFETY: `iter` stays within the bio's data, which the bio owns until it completes.
-            let bv = unsafe { bindings::dm_rust_bio_iter_iovec(self.bio, iter) };
-            if bv.bv_len < block_size {
-                return Err(BlockError::Unaligned);
-            }
-            // SAFETY: the segment's page is part of the bio, which is ours until it completes;
-            // `kmap_local_page` maps it until the matching `kunmap_local`.
-            let base = unsafe { bindings::dm_rust_kmap_local_page(bv.bv_page) }.cast::<u8>();
-            let mut block = IoBlock {
-                // SAFETY: `bv_offset + block_size <= PAGE_SIZE` (checked `bv_len` is within the
-                // page), so the block lies in the mapped page.
-                ptr: unsafe { base.add(bv.bv_offset as usize) },
-                len: block_size as usize,
-                _p: PhantomData,
-            };
-            let r = f(i, &mut block);
-            // SAFETY: `base` was mapped above; `block` (which borrowed it) is not used again.
-            unsafe { bindings::dm_rust_kunmap_local(base.cast()) };
-            r.map_err(BlockError::Callback)?;
-            // SAFETY: the bio is ours until it completes; advancing stays within its size (`i < n`).
-            unsafe { bindings::dm_rust_bio_advance_iter(self.bio, &mut iter, block_size) };
-        }
-        Ok(())
+        // SAFETY: the bio is ours until it completes; the header (live with the bio) holds its
+        // position and size at submission.
+        unsafe { for_each_block_of(self.bio, (*self.hdr).iter, block_size, f) }
     }
 }

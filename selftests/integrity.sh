@@ -56,16 +56,22 @@ open_ours() { dmsetup create "$1" --table "$2"; }
 # sectors, 3: recalculation position or -).
 status_field() { dmsetup status "$1" | awk -v n="$2" '{ print $(3 + n) }'; }
 
-# Byte offset of the first occurrence of the first 512 bytes of <file> on <dev>.
-find_on_dev() {
-	python3 - "$1" "$2" <<'EOF'
-import sys
-needle = open(sys.argv[1], 'rb').read(512)
-data = open(sys.argv[2], 'rb').read()
+# corrupt_on_dev <file> <skip> <dev>: finds the 512 bytes at byte <skip> of <file> on <dev>
+# and inverts one byte of them there; prints the byte offset of that sector.
+corrupt_on_dev() {
+	python3 -c '
+import os, sys
+needle = open(sys.argv[1], "rb").read()[int(sys.argv[2]):][:512]
+fd = os.open(sys.argv[3], os.O_RDWR)
+data = os.pread(fd, os.lseek(fd, 0, os.SEEK_END), 0)
 i = data.find(needle)
+if i < 0:
+    sys.exit(1)
+os.pwrite(fd, bytes([data[i + 100] ^ 0xff]), i + 100)
+os.fsync(fd)
+os.close(fd)
 print(i)
-sys.exit(0 if i >= 0 else 1)
-EOF
+' "$1" "$2" "$3"
 }
 
 round_trip() {
@@ -112,9 +118,10 @@ test_corrupted_sector() {
 	d=$(random_file 8192)
 	write_at /dev/mapper/rs_int 1048576 "$d"
 	dmsetup remove rs_int
-	# Where logical sector 2048 + $bad is on the loop device: flip a byte of it there.
-	off=$(find_on_dev <(tail -c +$((bad * 512 + 1)) "$d") "$loop") || fail "data not found on $loop"
-	printf '\x5a' | dd of="$loop" bs=1 seek=$((off + 100)) conv=notrunc status=none
+	# Where logical sector 2048 + $bad is on the loop device: invert a byte of it there.
+	off=$(corrupt_on_dev "$d" $((bad * 512)) "$loop") || fail "data not found on $loop"
+	echo "# logical sector $((2048 + bad)) is at byte $off of $loop"
+	blockdev --flushbufs "$loop"
 	open_ours rs_int "$table"
 	for i in $(seq 0 15); do
 		if read_at /dev/mapper/rs_int $((1048576 + i * 512)) 512 >/dev/null 2>&1; then
@@ -129,13 +136,18 @@ test_corrupted_sector() {
 	dmsetup status rs_int
 }
 
-# A superblock damaged in <offset> (byte, value) is refused with <message>, nothing written.
+# A superblock damaged in <offset> (byte, value) is refused with <message>, and nothing is
+# written to the device; the superblock is restored afterwards.
 bad_superblock() {
 	local loop=$1 table=$2 off=$3 val=$4 msg=$5 before
+	dd if="$loop" of="$SCRATCH/sb" bs=4096 count=1 iflag=direct status=none
 	printf "\\x$val" | dd of="$loop" bs=1 seek="$off" conv=notrunc status=none
+	blockdev --flushbufs "$loop"
 	before=$(md5sum <"$loop")
 	expect_table_refused rs_int "$msg" "$table"
+	blockdev --flushbufs "$loop"
 	[ "$(md5sum <"$loop")" = "$before" ] || fail "the device changed while refusing '$msg'"
+	dd if="$SCRATCH/sb" of="$loop" bs=4096 count=1 oflag=direct conv=notrunc status=none
 }
 
 test_bad_superblock() {
@@ -149,9 +161,11 @@ test_bad_superblock() {
 	bad_superblock "$loop" "$table" 8 09 "Unknown version"
 	bad_superblock "$loop" "$table" 9 02 "Invalid interleave_sectors in the superblock"
 	bad_superblock "$loop" "$table" 0 58 "The device is not initialized"
+	# The restored superblock opens.
+	open_ours rs_int "$table"
+	dmsetup remove rs_int
 	if [ "$DM_RUST_IMPL" = rust ]; then
 		# What is not implemented is refused by name.
-		fmt "$loop" crc32c
 		t2=$(echo "$table" | awk '{ $7 = "J"; print }')
 		expect_table_refused rs_int "Journal mode (J) is not implemented" "$t2"
 	fi
@@ -204,7 +218,7 @@ test_recalculate() {
 	dmsetup status rs_int
 	dmsetup remove rs_int
 	# The position is in the superblock: recalc_sector (offset 32) is the end.
-	pos=$(od -An -tu8 -j32 -N8 "$loop" | tr -d ' ')
+	pos=$(dd if="$loop" bs=512 count=1 iflag=direct status=none | od -An -tu8 -j32 -N8 | tr -d ' ')
 	[ "$pos" = "$provided" ] || fail "superblock recalc_sector $pos, not $provided"
 	# The kernel's dm-integrity checks every tag.
 	integritysetup open -I crc32c --integrity-no-journal "$loop" rs_k

@@ -162,6 +162,8 @@ pub(crate) struct Integrity {
     /// `reset_recalculate` not yet applied (on the first resume).
     reset_pending: AtomicBool,
     line: SavedArgs,
+    /// Length of the target in sectors.
+    len: u64,
 }
 
 fn nomem<E>(_: E) -> CtrError {
@@ -497,6 +499,7 @@ impl Target for Integrity {
             stop: AtomicBool::new(false),
             reset_pending: AtomicBool::new(t.reset_recalculate()),
             line,
+            len: ctx.len(),
         });
         KBox::pin_init(state, GFP_KERNEL).map_err(nomem)
     }
@@ -641,8 +644,11 @@ impl Target for Integrity {
     }
 
     fn iterate_devices(&self, visit: &mut DeviceVisitor<'_>) -> c_int {
-        let start = self.geo.params().start;
-        visit.visit(&self.dev, start, self.dev.sectors().saturating_sub(start))
+        // As dm-integrity: the data of the first area, for the target's length.
+        let first = self.geo.params().start
+            + u64::from(self.geo.initial_sectors())
+            + u64::from(self.geo.metadata_run());
+        visit.visit(&self.dev, first, self.len)
     }
 
     fn io_hints(&self, limits: &mut QueueLimits<'_>) {

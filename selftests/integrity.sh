@@ -266,4 +266,8 @@ run_test bad_superblock test_bad_superblock
 run_test racing_reads_and_writes test_racing_reads_and_writes
 run_test recalculate test_recalculate
 run_test recalculate_suspend test_recalculate_suspend
+# The kernel's dm_integrity would keep dm_rust from loading with upstream names (a later script's
+# verity) under the same name: unload it, and dm_rust loaded without upstream names.
+rmmod dm_integrity 2>/dev/null || true
+[ "$DM_RUST_IMPL" != rust ] || unload_module 2>/dev/null || true
 ktap_finish

@@ -56,6 +56,10 @@ open_ours() { dmsetup create "$1" --table "$2"; }
 # sectors, 3: recalculation position or -).
 status_field() { dmsetup status "$1" | awk -v n="$2" '{ print $(3 + n) }'; }
 
+# position_is <name> <sector>, position_is_not <name> <sector>: the recalculation position.
+position_is() { [ "$(status_field "$1" 3)" = "$2" ]; }
+position_is_not() { [ "$(status_field "$1" 3)" != "$2" ]; }
+
 # corrupt_on_dev <file> <skip> <dev>: finds the 512 bytes at byte <skip> of <file> on <dev>
 # and inverts one byte of them there; prints the byte offset of that sector.
 corrupt_on_dev() {
@@ -211,7 +215,7 @@ test_recalculate() {
 	echo "# table: $table"
 	open_ours rs_int "$table"
 	provided=$(status_field rs_int 2)
-	wait_for 120 test "$(status_field rs_int 3)" = "$provided" ||
+	wait_for 120 position_is rs_int "$provided" ||
 		fail "recalculation stopped at $(status_field rs_int 3) of $provided"
 	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "reading after recalculation failed"
 	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches: $(dmsetup status rs_int)"
@@ -236,7 +240,7 @@ test_recalculate_suspend() {
 	table=$(echo "$table" | awk '{ $8 = $8 + 1; $0 = $0 " recalculate"; print }')
 	open_ours rs_int "$table"
 	provided=$(status_field rs_int 2)
-	wait_for 60 test "$(status_field rs_int 3)" != 0 || fail "recalculation does not start"
+	wait_for 60 position_is_not rs_int 0 || fail "recalculation does not start"
 	dmsetup suspend rs_int
 	p1=$(status_field rs_int 3)
 	w1=$(disk_stat "$loop" 5)
@@ -248,7 +252,7 @@ test_recalculate_suspend() {
 	[ "$w1" = "$w2" ] || fail "writes to the device while suspended: $w1 -> $w2"
 	[ "$p1" != "$provided" ] || echo "# (the worker had finished before the suspend)"
 	dmsetup resume rs_int
-	wait_for 150 test "$(status_field rs_int 3)" = "$provided" ||
+	wait_for 150 position_is rs_int "$provided" ||
 		fail "recalculation stopped at $(status_field rs_int 3) of $provided after resume"
 	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "reading after recalculation failed"
 }

@@ -48,6 +48,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::ffi::c_int;
 use kernel::prelude::*;
 use kernel::sync::{new_condvar, new_mutex, CondVar, Mutex};
+use kernel::time::{delay::fsleep, Delta, Instant, Monotonic};
 
 use crate::bindings;
 use crate::dm::bio::Op;
@@ -135,6 +136,15 @@ struct SbState {
 /// The recalculation worker, queued on the target's workqueue.
 pub(crate) struct RecalcWork;
 
+/// The recalculation's controls (`dmsetup message`) and whether a worker is queued or running.
+struct RecalcCtl {
+    control: recalc::Control,
+    running: bool,
+}
+
+/// Longest sleep of a rate-limited worker before it looks at its stop flag again.
+const MAX_RATE_SLEEP_NS: u64 = 100_000_000;
+
 /// An integrity target (mode `D`, internal hash).
 #[pin_data]
 pub(crate) struct Integrity {
@@ -161,6 +171,10 @@ pub(crate) struct Integrity {
     stop: AtomicBool,
     /// `reset_recalculate` not yet applied (on the first resume).
     reset_pending: AtomicBool,
+    #[pin]
+    recalc_ctl: Mutex<RecalcCtl>,
+    /// The origin of the time the rate limit counts in.
+    epoch: Instant<Monotonic>,
     line: SavedArgs,
     /// Length of the target in sectors.
     len: u64,
@@ -344,6 +358,29 @@ impl Integrity {
         }
     }
 
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(0)
+    }
+
+    /// Queues the recalculation worker unless one is queued or running, it is paused, the
+    /// device is suspended, or there is nothing to recalculate.
+    fn start_worker(&self, ti: &Ti<Self>) {
+        let needed = {
+            let g = self.sb.lock();
+            g.sb.has(superblock::SB_FLAG_RECALCULATING)
+                && g.sb.recalc_sector < self.geo.provided_data_sectors()
+        };
+        let mut c = self.recalc_ctl.lock();
+        if c.running || c.control.paused() || !needed || self.stop.load(Ordering::Acquire) {
+            return;
+        }
+        c.running = true;
+        if ti.defer(RecalcWork).is_err() {
+            c.running = false;
+            integrity_err!("{}: cannot start the recalculation", self.dev.name());
+        }
+    }
+
     /// One range of the recalculation: read the data, write its tags.
     fn recalc_range(&self, s: &MaySleep<'_>, r: recalc::Range, buf: &mut KVec<u8>) -> Result {
         let phys = self.geo.data_sector(r.start).ok_or(EIO)?;
@@ -377,12 +414,35 @@ impl Defer for Integrity {
         let provided = self.geo.provided_data_sectors();
         let log2_i = self.geo.params().log2_interleave_sectors;
         let mut checkpoints = recalc::Checkpoints::default();
+        let mut paused = false;
         while !self.stop.load(Ordering::Acquire) {
             let pos = self.sb.lock().sb.recalc_sector;
             let Some(r) = recalc::next_range(pos, provided, Some(log2_i), RECALC_CHUNK_SECTORS)
             else {
                 break;
             };
+            // The controls of `dmsetup message`: paused (the worker ends, `running` cleared
+            // with the decision so that a resume message queues a new one), or rate-limited.
+            let step = {
+                let mut c = self.recalc_ctl.lock();
+                let step = c.control.step(self.now_ns(), r.sectors << 9);
+                if step == recalc::Step::Paused {
+                    c.running = false;
+                }
+                step
+            };
+            match step {
+                recalc::Step::Go => {}
+                recalc::Step::Wait(ns) => {
+                    let ns = ns.min(MAX_RATE_SLEEP_NS) as i64;
+                    fsleep(Delta::from_nanos(ns));
+                    continue;
+                }
+                recalc::Step::Paused => {
+                    paused = true;
+                    break;
+                }
+            }
             if checkpoints.before_range() && self.write_superblock(s, true).is_err() {
                 integrity_err!("{}: error writing superblock", self.dev.name());
                 return;
@@ -403,6 +463,9 @@ impl Defer for Integrity {
         }
         if self.write_superblock(s, false).is_err() {
             integrity_err!("{}: error writing superblock", self.dev.name());
+        }
+        if !paused {
+            self.recalc_ctl.lock().running = false;
         }
     }
 }
@@ -498,6 +561,8 @@ impl Target for Integrity {
             mismatches: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             reset_pending: AtomicBool::new(t.reset_recalculate()),
+            recalc_ctl <- new_mutex!(RecalcCtl { control: recalc::Control::new(0), running: false }),
+            epoch: Instant::<Monotonic>::now(),
             line,
             len: ctx.len(),
         });
@@ -586,6 +651,7 @@ impl Target for Integrity {
     }
 
     fn presuspend(&self, _ti: &Ti<Self>, _s: &MaySleep<'_>) {
+        // The worker stops before its next range; the adapter waits for it before `postsuspend`.
         self.stop.store(true, Ordering::Release);
     }
 
@@ -609,9 +675,27 @@ impl Target for Integrity {
             integrity_err!("{}: error writing superblock", self.dev.name());
         }
         self.stop.store(false, Ordering::Release);
-        if start && ti.defer(RecalcWork).is_err() {
-            integrity_err!("{}: cannot start the recalculation", self.dev.name());
+        if start {
+            self.start_worker(ti);
         }
+    }
+
+    fn message(
+        &self,
+        ti: &Ti<Self>,
+        args: &mut Args<'_>,
+        _out: &mut StatusWriter<'_>,
+        _s: &MaySleep<'_>,
+    ) -> Result {
+        let msg = recalc::Message::parse(args).map_err(|e| {
+            integrity_err!("{}", e.0.to_str().unwrap_or("Invalid message"));
+            EINVAL
+        })?;
+        let wake = self.recalc_ctl.lock().control.apply(msg, self.now_ns());
+        if wake {
+            self.start_worker(ti);
+        }
+        Ok(())
     }
 
     fn status(&self, _ti: &Ti<Self>, kind: StatusType, out: &mut StatusWriter<'_>) {

@@ -257,12 +257,58 @@ test_recalculate_suspend() {
 	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "reading after recalculation failed"
 }
 
+# Beyond dm-integrity (which has no messages): recalculate_rate limits the worker, recalculate_pause
+# stops it with nothing written, recalculate_resume continues to the end.
+test_recalculate_messages() {
+	local loop table provided a b w1 w2
+	loop=$(make_loop 64)
+	dd if=/dev/urandom of="$loop" bs=1M oflag=direct status=none || true
+	fmt "$loop" sha256 --no-wipe
+	table=$(kernel_table "$loop" sha256)
+	table=$(echo "$table" | awk '{ $8 = $8 + 1; $0 = $0 " recalculate"; print }')
+	open_ours rs_int "$table"
+	if [ "$DM_RUST_IMPL" = kernel ]; then
+		dmsetup message rs_int 0 recalculate_pause 2>/dev/null && fail "the kernel's target took a message"
+		echo "# the kernel's dm-integrity has no messages (refused, as expected)"
+		return 0
+	fi
+	dmsetup message rs_int 0 recalculate_rate 1
+	provided=$(status_field rs_int 2)
+	a=$(status_field rs_int 3)
+	sleep 3
+	b=$(status_field rs_int 3)
+	echo "# at 1 MB/s: $a -> $b of $provided in 3 s"
+	[ "$b" -gt "$a" ] || fail "no progress at 1 MB/s"
+	# 3 s at 1 MB/s, a second's burst, and one range of 128 KiB.
+	[ $(((b - a) * 512)) -le $((4000000 + 131072)) ] || fail "more than 1 MB/s: $(((b - a) * 512)) bytes in 3 s"
+	dmsetup message rs_int 0 recalculate_pause
+	sleep 1
+	a=$(status_field rs_int 3)
+	w1=$(disk_stat "$loop" 5)
+	sleep 2
+	b=$(status_field rs_int 3)
+	w2=$(disk_stat "$loop" 5)
+	[ "$a" = "$b" ] || fail "position moved while paused: $a -> $b"
+	[ "$w1" = "$w2" ] || fail "writes to the device while paused: $w1 -> $w2"
+	# The paused position is in the superblock.
+	b=$(dd if="$loop" bs=512 count=1 iflag=direct status=none | od -An -tu8 -j32 -N8 | tr -d ' ')
+	[ "$a" = "$b" ] || fail "superblock has $b, the paused position is $a"
+	dmsetup message rs_int 0 recalculate_rate 0
+	dmsetup message rs_int 0 recalculate_resume
+	wait_for 150 position_is rs_int "$provided" ||
+		fail "recalculation stopped at $(status_field rs_int 3) of $provided after recalculate_resume"
+	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "reading after recalculation failed"
+	dmsetup message rs_int 0 recalculate_rate x 2>/dev/null && fail "recalculate_rate x accepted"
+	dmsetup message rs_int 0 frobnicate 2>/dev/null && fail "an unknown message was accepted"
+	return 0
+}
+
 if ! integrity_setup; then
 	ktap_plan 1
 	run_test setup fail "cannot load dm-integrity and dm_rust without upstream names"
 	ktap_finish
 fi
-ktap_plan 7
+ktap_plan 8
 run_test round_trip_crc32c test_round_trip_crc32c
 run_test round_trip_sha256 test_round_trip_sha256
 run_test corrupted_sector test_corrupted_sector
@@ -270,6 +316,7 @@ run_test bad_superblock test_bad_superblock
 run_test racing_reads_and_writes test_racing_reads_and_writes
 run_test recalculate test_recalculate
 run_test recalculate_suspend test_recalculate_suspend
+run_test recalculate_messages test_recalculate_messages
 # The kernel's dm_integrity would keep dm_rust from loading with upstream names (a later script's
 # verity) under the same name: unload it, and dm_rust loaded without upstream names.
 rmmod dm_integrity 2>/dev/null || true

@@ -260,7 +260,7 @@ test_recalculate_suspend() {
 # Beyond dm-integrity (which has no messages): recalculate_rate limits the worker, recalculate_pause
 # stops it with nothing written, recalculate_resume continues to the end.
 test_recalculate_messages() {
-	local loop table provided a b w1 w2
+	local loop table provided a b w1 w2 d1 d2 wpos
 	loop=$(make_loop 64)
 	dd if=/dev/urandom of="$loop" bs=1M oflag=direct status=none || true
 	fmt "$loop" sha256 --no-wipe
@@ -281,6 +281,12 @@ test_recalculate_messages() {
 	[ "$b" -gt "$a" ] || fail "no progress at 1 MB/s"
 	# 3 s at 1 MB/s, a second's burst, and one range of 128 KiB.
 	[ $(((b - a) * 512)) -le $((4000000 + 131072)) ] || fail "more than 1 MB/s: $(((b - a) * 512)) bytes in 3 s"
+	# Writes racing the worker: around its position, and above it.
+	d1=$(random_file 1048576)
+	d2=$(random_file 1048576)
+	wpos=$b
+	write_at /dev/mapper/rs_int $((wpos * 512)) "$d1"
+	write_at /dev/mapper/rs_int $((48 * 1048576)) "$d2"
 	dmsetup message rs_int 0 recalculate_pause
 	sleep 1
 	a=$(status_field rs_int 3)
@@ -298,6 +304,8 @@ test_recalculate_messages() {
 	wait_for 150 position_is rs_int "$provided" ||
 		fail "recalculation stopped at $(status_field rs_int 3) of $provided after recalculate_resume"
 	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "reading after recalculation failed"
+	read_at /dev/mapper/rs_int $((wpos * 512)) 1048576 | cmp -s - "$d1" || fail "data written at the worker's position differs"
+	read_at /dev/mapper/rs_int $((48 * 1048576)) 1048576 | cmp -s - "$d2" || fail "data written above the worker's position differs"
 	dmsetup message rs_int 0 recalculate_rate x 2>/dev/null && fail "recalculate_rate x accepted"
 	dmsetup message rs_int 0 frobnicate 2>/dev/null && fail "an unknown message was accepted"
 	return 0

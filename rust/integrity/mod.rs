@@ -479,11 +479,11 @@ impl Target for Integrity {
     const VERSION: [u32; 3] = [1, 15, 0];
     const WORKQUEUE: Option<WorkqueueConfig> = Some(WorkqueueConfig {
         name: c"kintegrity-rs",
-        flags: flags::MEM_RECLAIM,
+        flags: flags::MEM_RECLAIM | flags::PERCPU,
     });
     const MAP_WORKQUEUE: Option<WorkqueueConfig> = Some(WorkqueueConfig {
         name: c"kintegrity-rs-map",
-        flags: flags::MEM_RECLAIM,
+        flags: flags::MEM_RECLAIM | flags::PERCPU,
     });
     const AUDIT_PREFIX: Option<&'static CStr> = Some(c"integrity");
 

@@ -90,7 +90,7 @@ round_trip() {
 	read_at /dev/mapper/rs_int 65536 1048576 | cmp -s - "$a" || fail "read back through $INTEG differs"
 	# The whole device reads with no integrity error.
 	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "reading all of $INTEG failed"
-	dmsetup remove rs_int
+	dmsetup remove --retry rs_int
 	# Ours -> the kernel's.
 	integritysetup open -I "$hash" --integrity-no-journal "$loop" rs_k
 	read_at /dev/mapper/rs_k 65536 1048576 | cmp -s - "$a" || fail "the kernel's dm-integrity reads other data"
@@ -121,7 +121,7 @@ test_corrupted_sector() {
 	open_ours rs_int "$table"
 	d=$(random_file 8192)
 	write_at /dev/mapper/rs_int 1048576 "$d"
-	dmsetup remove rs_int
+	dmsetup remove --retry rs_int
 	# Where logical sector 2048 + $bad is on the loop device: invert a byte of it there.
 	off=$(corrupt_on_dev "$d" $((bad * 512)) "$loop") || fail "data not found on $loop"
 	echo "# logical sector $((2048 + bad)) is at byte $off of $loop"
@@ -171,7 +171,7 @@ test_bad_superblock() {
 	bad_superblock "$loop" "$table" 0 58 "The device is not initialized"
 	# The restored superblock opens.
 	open_ours rs_int "$table"
-	dmsetup remove rs_int
+	dmsetup remove --retry rs_int
 	if [ "$DM_RUST_IMPL" = rust ]; then
 		# What is not implemented is refused by name.
 		t2=$(echo "$table" | awk '{ $7 = "J"; print }')
@@ -224,7 +224,7 @@ test_recalculate() {
 	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "reading after recalculation failed"
 	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches: $(dmsetup status rs_int)"
 	dmsetup status rs_int
-	dmsetup remove rs_int
+	dmsetup remove --retry rs_int
 	# The position is in the superblock: recalc_sector (offset 32) is the end.
 	pos=$(dd if="$loop" bs=512 count=1 iflag=direct status=none | od -An -tu8 -j32 -N8 | tr -d ' ')
 	[ "$pos" = "$provided" ] || fail "superblock recalc_sector $pos, not $provided"

@@ -18,6 +18,7 @@
 #include <linux/highmem.h>
 #include <linux/security.h>
 #include <linux/workqueue.h>
+#include <linux/sched/mm.h>
 #include <linux/key.h>
 #include <linux/cred.h>
 #include <linux/reboot.h>
@@ -63,6 +64,7 @@ DM_RUST_DECLARE_TARGET(linear)
 DM_RUST_DECLARE_TARGET(verity)
 DM_RUST_DECLARE_TARGET(inlinecrypt)
 DM_RUST_DECLARE_TARGET(crypt)
+DM_RUST_DECLARE_TARGET(integrity)
 
 /* Module parameters (rust/glue.c), read-only once the module is loaded. */
 extern bool dm_rust_param_upstream_names;
@@ -77,6 +79,9 @@ unsigned int dm_rust_bdev_logical_block_size(struct block_device *bdev);
 void dm_rust_init_io_work(struct work_struct *work, work_func_t func);
 void dm_rust_init_deferred_work(struct work_struct *work, work_func_t func);
 void dm_rust_init_taken_work(struct work_struct *work, work_func_t func);
+void dm_rust_init_map_work(struct work_struct *work, work_func_t func);
+unsigned int dm_rust_memalloc_noio_save(void);
+void dm_rust_memalloc_noio_restore(unsigned int flags);
 bool dm_rust_queue_work(struct workqueue_struct *wq, struct work_struct *work);
 struct workqueue_struct *dm_rust_alloc_workqueue(const char *name, unsigned int flags,
 						 int max_active);
@@ -123,9 +128,11 @@ void *dm_rust_mempool_alloc(mempool_t *pool, gfp_t gfp);
 const blk_opf_t DM_RUST_REQ_PREFLUSH = REQ_PREFLUSH;
 const blk_opf_t DM_RUST_REQ_FUA = REQ_FUA;
 const blk_opf_t DM_RUST_REQ_RAHEAD = REQ_RAHEAD;
+const blk_opf_t DM_RUST_REQ_SYNC = REQ_SYNC;
 const blk_status_t DM_RUST_BLK_STS_OK = BLK_STS_OK;
 const blk_status_t DM_RUST_BLK_STS_IOERR = BLK_STS_IOERR;
 const blk_status_t DM_RUST_BLK_STS_NOTSUPP = BLK_STS_NOTSUPP;
+const blk_status_t DM_RUST_BLK_STS_PROTECTION = BLK_STS_PROTECTION;
 const blk_mode_t DM_RUST_BLK_OPEN_READ = BLK_OPEN_READ;
 const blk_mode_t DM_RUST_BLK_OPEN_WRITE = BLK_OPEN_WRITE;
 const size_t DM_RUST_PAGE_SIZE = PAGE_SIZE;
@@ -137,6 +144,7 @@ const unsigned int DM_RUST_BIO_MAX_VECS = BIO_MAX_VECS;
 const int DM_RUST_BIOSET_NEED_BVECS = BIOSET_NEED_BVECS;
 const u32 DM_RUST_CRYPTO_TFM_REQ_MAY_SLEEP = CRYPTO_TFM_REQ_MAY_SLEEP;
 const u32 DM_RUST_CRYPTO_TFM_REQ_MAY_BACKLOG = CRYPTO_TFM_REQ_MAY_BACKLOG;
+const unsigned int DM_RUST_HZ = HZ;
 const int DM_RUST_AUDIT_DM_CTRL = AUDIT_DM_CTRL;
 const int DM_RUST_AUDIT_DM_EVENT = AUDIT_DM_EVENT;
 const size_t DM_RUST_HASH_MAX_DESCSIZE = HASH_MAX_DESCSIZE;

@@ -13,12 +13,16 @@ mod bindings;
 pub mod crypt;
 pub mod dm;
 pub mod inlinecrypt;
+pub mod integrity;
 mod linear;
 pub mod verity;
 
 /// The pure verity table parser refers to the argument parser under this name, which it also
 /// has in the host test crate (`rust/pure.rs`).
 pub(crate) use dm::args as dm_args;
+/// The pure integrity modules refer to each other under these names, which they also have in the
+/// host test crate.
+pub(crate) use integrity::superblock as integrity_superblock;
 
 module! {
     type: DmRust,
@@ -62,6 +66,7 @@ struct DmRust {
     _verity: dm::Registration<verity::Verity>,
     _inlinecrypt: dm::Registration<inlinecrypt::InlineCrypt>,
     _crypt: dm::Registration<crypt::Crypt>,
+    _integrity: dm::Registration<integrity::Integrity>,
     _keyring: dm::keys::VerityKeyring,
 }
 
@@ -90,11 +95,13 @@ impl kernel::Module for DmRust {
         let verity = verity::verity_registration(upstream)?;
         let inlinecrypt = inlinecrypt::inlinecrypt_registration(upstream)?;
         let crypt = crypt::crypt_registration(upstream)?;
+        let integrity = integrity::integrity_registration(upstream)?;
         Ok(Self {
             _linear: linear,
             _verity: verity,
             _inlinecrypt: inlinecrypt,
             _crypt: crypt,
+            _integrity: integrity,
             _keyring: keyring,
         })
     }

@@ -27,6 +27,7 @@ DM_RUST_TARGET(linear);
 DM_RUST_TARGET(verity);
 DM_RUST_TARGET(inlinecrypt);
 DM_RUST_TARGET(crypt);
+DM_RUST_TARGET(integrity);
 
 /*
  * Module parameters, read-only once loaded. Declared here rather than with the Rust module!
@@ -80,6 +81,21 @@ void dm_rust_init_taken_work(struct work_struct *work, work_func_t func)
 void dm_rust_init_deferred_work(struct work_struct *work, work_func_t func)
 {
 	INIT_WORK(work, func);
+}
+
+void dm_rust_init_map_work(struct work_struct *work, work_func_t func)
+{
+	INIT_WORK(work, func);
+}
+
+unsigned int dm_rust_memalloc_noio_save(void)
+{
+	return memalloc_noio_save();
+}
+
+void dm_rust_memalloc_noio_restore(unsigned int flags)
+{
+	memalloc_noio_restore(flags);
 }
 
 bool dm_rust_queue_work(struct workqueue_struct *wq, struct work_struct *work)

@@ -27,6 +27,20 @@ pub enum Op {
     Other,
 }
 
+impl Op {
+    pub(crate) fn from_raw(op: bindings::req_op) -> Self {
+        match op {
+            bindings::req_op_REQ_OP_READ => Op::Read,
+            bindings::req_op_REQ_OP_WRITE => Op::Write,
+            bindings::req_op_REQ_OP_FLUSH => Op::Flush,
+            bindings::req_op_REQ_OP_DISCARD => Op::Discard,
+            bindings::req_op_REQ_OP_SECURE_ERASE => Op::SecureErase,
+            bindings::req_op_REQ_OP_WRITE_ZEROES => Op::WriteZeroes,
+            _ => Op::Other,
+        }
+    }
+}
+
 /// A bio device-mapper handed to a target (a clone of the bio submitted to the mapped device).
 ///
 /// A target sees the bio's position, size and flags and may redirect it; it never sees the data
@@ -84,15 +98,7 @@ impl Bio {
     /// The bio's operation.
     pub fn op(&self) -> Op {
         // SAFETY: the bio is valid (type invariant).
-        match unsafe { bindings::dm_rust_bio_op(self.as_raw()) } {
-            bindings::req_op_REQ_OP_READ => Op::Read,
-            bindings::req_op_REQ_OP_WRITE => Op::Write,
-            bindings::req_op_REQ_OP_FLUSH => Op::Flush,
-            bindings::req_op_REQ_OP_DISCARD => Op::Discard,
-            bindings::req_op_REQ_OP_SECURE_ERASE => Op::SecureErase,
-            bindings::req_op_REQ_OP_WRITE_ZEROES => Op::WriteZeroes,
-            _ => Op::Other,
-        }
+        Op::from_raw(unsafe { bindings::dm_rust_bio_op(self.as_raw()) })
     }
 
     /// Whether the bio asks for a cache flush before it (`REQ_PREFLUSH`).

@@ -108,6 +108,35 @@ impl BufioClient {
         unsafe { bindings::dm_bufio_forget(self.raw(), block) };
     }
 
+    /// Numbers blocks from sector `sectors` of the device (block 0 starts there).
+    pub fn set_sector_offset(&mut self, sectors: u64) {
+        // SAFETY: the client is live; `&mut self` means no buffer of it is held.
+        unsafe { bindings::dm_bufio_set_sector_offset(self.raw(), sectors) };
+    }
+
+    /// Reads block `block` to change it (from the cache or the device; may sleep). The client
+    /// is borrowed exclusively while the buffer is held, so nobody else reads or writes the
+    /// cached block through it meanwhile.
+    pub fn read_mut(&mut self, _s: &MaySleep<'_>, block: u64) -> Result<BufferMut<'_>> {
+        let mut buf = core::ptr::null_mut();
+        // SAFETY: the client is live; `buf` receives the buffer on success; the caller may sleep.
+        let data = unsafe { bindings::dm_bufio_read(self.raw(), block, &mut buf) };
+        let data = from_err_ptr(data)?;
+        Ok(BufferMut {
+            buf,
+            data: data.cast(),
+            len: self.block_size,
+            _client: core::marker::PhantomData,
+        })
+    }
+
+    /// Writes every dirty block and waits for the writes, then flushes the device's cache
+    /// (`dm_bufio_write_dirty_buffers` always ends with a flush).
+    pub fn write_dirty(&self, _s: &MaySleep<'_>) -> Result {
+        // SAFETY: the client is live; the caller may sleep.
+        kernel::error::to_result(unsafe { bindings::dm_bufio_write_dirty_buffers(self.raw()) })
+    }
+
     /// Drops every clean cached block (after a suspend, the device may have changed). Refused
     /// with `EBUSY` while a [`Buffer`] of this client is held: dm-bufio cannot drop held buffers.
     pub fn reset(&self, _s: &MaySleep<'_>) -> Result {
@@ -156,6 +185,52 @@ impl Buffer<'_> {
     /// Marks the block verified for as long as it stays cached.
     pub fn set_verified(&self) {
         self.flag().store(1, Ordering::Release);
+    }
+}
+
+/// A block held in the cache to be changed; released when dropped. It borrows its client
+/// exclusively ([`BufioClient::read_mut`]).
+pub struct BufferMut<'a> {
+    buf: *mut bindings::dm_buffer,
+    data: *mut u8,
+    len: usize,
+    _client: core::marker::PhantomData<&'a mut BufioClient>,
+}
+
+impl BufferMut<'_> {
+    /// The block's bytes.
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: a held buffer's data is `len` bytes; only this holder changes it (the client
+        // is borrowed exclusively), and not while the slice is borrowed (`&self`).
+        unsafe { core::slice::from_raw_parts(self.data, self.len) }
+    }
+
+    /// Copies `src` into the block at byte `offset`; `EINVAL` if it does not fit. dm-bufio may
+    /// be writing the block back meanwhile (it only reads it then, and a block changed during
+    /// its write stays dirty), hence a copy through the C `memcpy`, not a Rust slice.
+    pub fn copy_in(&mut self, offset: usize, src: &[u8]) -> Result {
+        let end = offset.checked_add(src.len()).ok_or(EINVAL)?;
+        if end > self.len {
+            return Err(EINVAL);
+        }
+        // SAFETY: `offset..end` lies within the buffer's `len` bytes (checked); `src` is our own
+        // memory, not the buffer's (no `&mut` to it can exist while `self` is borrowed mutably).
+        unsafe { bindings::memcpy(self.data.add(offset).cast(), src.as_ptr().cast(), src.len()) };
+        Ok(())
+    }
+
+    /// Marks the block dirty: dm-bufio writes it back (at the latest on
+    /// [`BufioClient::write_dirty`]).
+    pub fn mark_dirty(&mut self) {
+        // SAFETY: `buf` is held by us since `read_mut`.
+        unsafe { bindings::dm_bufio_mark_buffer_dirty(self.buf) };
+    }
+}
+
+impl Drop for BufferMut<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `buf` is held by us since `read_mut`.
+        unsafe { bindings::dm_bufio_release(self.buf) };
     }
 }
 

@@ -40,6 +40,18 @@ impl MaySleep<'_> {
         Ok(f(&unsafe { Self::new() }))
     }
 
+    /// Runs `f` in a no-I/O allocation scope (`memalloc_noio_save`): its `GFP_KERNEL` allocations
+    /// do not start I/O to reclaim memory, which could wait for the I/O path calling `f` (a
+    /// target allocating for a bio it has not finished).
+    pub fn noio<R>(&self, f: impl FnOnce() -> R) -> R {
+        // SAFETY: process context (`MaySleep`); restored below, in the same task.
+        let flags = unsafe { crate::bindings::dm_rust_memalloc_noio_save() };
+        let r = f();
+        // SAFETY: `flags` is what the matching save returned, in this task.
+        unsafe { crate::bindings::dm_rust_memalloc_noio_restore(flags) };
+        r
+    }
+
     /// # Safety
     ///
     /// The caller runs in process context with no spinlock or RCU read lock held, and keeps the

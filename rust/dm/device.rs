@@ -94,6 +94,63 @@ impl Device {
     }
 }
 
+impl Device {
+    /// Reads `len` bytes from `sector` into the start of `buf` and waits (may sleep). `buf` is
+    /// kmalloc memory (`KVec`), in the kernel's direct map as the block layer needs; `len` must be
+    /// a multiple of the logical block size.
+    pub fn read_sync(
+        &self,
+        _s: &super::MaySleep<'_>,
+        sector: u64,
+        buf: &mut KVec<u8>,
+        len: usize,
+    ) -> Result {
+        if len > buf.len() {
+            return Err(EINVAL);
+        }
+        // SAFETY: the block device is open (type invariant); the first `len` bytes of `buf`
+        // (checked) are kmalloc memory we own exclusively for the call, which waits for the I/O.
+        kernel::error::to_result(unsafe {
+            bindings::bdev_rw_virt(
+                self.bdev(),
+                sector,
+                buf.as_mut_ptr().cast(),
+                len,
+                bindings::req_op_REQ_OP_READ,
+            )
+        })
+    }
+
+    /// Writes the first `len` bytes of `buf` at `sector` with FUA (on stable storage when this
+    /// returns) and waits (may sleep). `buf` is kmalloc memory; `len` a multiple of the logical
+    /// block size.
+    pub fn write_sync_fua(
+        &self,
+        _s: &super::MaySleep<'_>,
+        sector: u64,
+        buf: &mut KVec<u8>,
+        len: usize,
+    ) -> Result {
+        if len > buf.len() {
+            return Err(EINVAL);
+        }
+        // SAFETY: the block device is open (type invariant); the first `len` bytes of `buf`
+        // (checked) are kmalloc memory we own for the call, which waits for the I/O. The block
+        // layer only reads them.
+        kernel::error::to_result(unsafe {
+            bindings::bdev_rw_virt(
+                self.bdev(),
+                sector,
+                buf.as_mut_ptr().cast(),
+                len,
+                bindings::req_op_REQ_OP_WRITE
+                    | bindings::DM_RUST_REQ_SYNC
+                    | bindings::DM_RUST_REQ_FUA,
+            )
+        })
+    }
+}
+
 impl Drop for Device {
     fn drop(&mut self) {
         // SAFETY: we hold a reference to `file` (`from_dm_dev`, `try_clone`); `fput` may be

@@ -23,6 +23,9 @@ use crate::bindings;
 #[repr(C)]
 pub(crate) struct IoHeader {
     work: bindings::work_struct,
+    /// The work of [`Target::map_deferred`] (its own item: the bio may complete, and `work` be
+    /// initialised for `io_done`, while this one is still running).
+    map_work: bindings::work_struct,
     ti: *mut bindings::dm_target,
     orig_end_io: bindings::bio_end_io_t,
     orig_private: *mut c_void,
@@ -111,6 +114,90 @@ unsafe extern "C" fn work<T: Target>(w: *mut bindings::work_struct) {
     }
 }
 
+/// Hands a bio `map` returned as [`MapResult::Defer`](super::MapResult) to process context:
+/// [`Target::map_deferred`] runs on the target's map workqueue, then the bio is submitted or
+/// completed as it says.
+///
+/// # Safety
+///
+/// `ti` must be a constructed target of type `T` with `per_io_data_size == PER_IO_SIZE`, `wq`
+/// its map workqueue, and `bio` a bio device-mapper handed to its `map`, about to be returned
+/// as submitted (`DM_MAPIO_SUBMITTED`).
+pub(crate) unsafe fn defer_map<T: Target>(
+    ti: *mut bindings::dm_target,
+    bio: *mut bindings::bio,
+    wq: &super::work::Workqueue,
+) {
+    // SAFETY: the caller guarantees the per-bio data is ours and `PER_IO_SIZE` bytes long; the
+    // bio is ours until `map_work` submits or completes it.
+    unsafe {
+        let hdr = bindings::dm_per_bio_data(bio, PER_IO_SIZE as usize).cast::<IoHeader>();
+        (*hdr).ti = ti;
+        bindings::dm_rust_init_map_work(&raw mut (*hdr).map_work, Some(map_work::<T>));
+        bindings::dm_rust_queue_work(wq.as_raw(), &raw mut (*hdr).map_work);
+    }
+}
+
+/// What [`Target::map_deferred`] decided for a bio.
+pub enum Deferred {
+    /// The bio was remapped: submit it.
+    Remapped,
+    /// The bio was remapped: submit it, and run [`Target::io_done`] once the lower device has
+    /// finished it (as [`MapResult::RemappedCompleteInWork`](super::MapResult)).
+    RemappedCompleteInWork,
+    /// Complete the bio now with this status (`BLK_STS_*`), without submitting it.
+    Complete(u8),
+}
+
+/// Process context: let the target map the bio, then submit or complete it.
+unsafe extern "C" fn map_work<T: Target>(w: *mut bindings::work_struct) {
+    // `w` is the `map_work` field of an `IoHeader` that `defer_map` queued; the bio it belongs
+    // to is in flight (returned as submitted), so device-mapper keeps its target alive, and the
+    // adapter destroys the map workqueue (waiting for this function) before the state.
+    // SAFETY: so the header, the bio and `Ti::from_raw`'s contract are valid; work items run in
+    // process context.
+    unsafe {
+        let hdr = w
+            .byte_sub(core::mem::offset_of!(IoHeader, map_work))
+            .cast::<IoHeader>();
+        let ti = Ti::<T>::from_raw((*hdr).ti);
+        let raw = bindings::dm_bio_from_per_bio_data(hdr.cast(), PER_IO_SIZE as usize);
+        let s = MaySleep::new();
+        let decision = ti
+            .holder()
+            .target
+            .map_deferred(ti, super::Bio::from_raw(raw), &s);
+        match decision {
+            Deferred::Remapped => bindings::dm_submit_bio_remap(raw, core::ptr::null_mut()),
+            Deferred::RemappedCompleteInWork => {
+                if T::HAS_IO_DONE {
+                    hook::<T>(ti.as_raw(), raw);
+                }
+                bindings::dm_submit_bio_remap(raw, core::ptr::null_mut());
+            }
+            Deferred::Complete(status) => {
+                (*raw).bi_status = status;
+                bindings::bio_endio(raw);
+            }
+        }
+    }
+}
+
+impl super::Bio {
+    /// Calls `f(i, block)` for each consecutive `block_size`-byte block of the bio's data, in
+    /// order (for a bio not yet submitted, in [`Target::map_deferred`]); each block must lie
+    /// within one page segment.
+    pub fn for_each_block<E>(
+        &self,
+        block_size: u32,
+        f: impl FnMut(u32, &mut IoBlock<'_>) -> Result<(), E>,
+    ) -> Result<(), BlockError<E>> {
+        // SAFETY: the bio is ours until it is submitted (`Bio`'s invariant); its `bi_iter`
+        // describes its data.
+        unsafe { for_each_block(self.as_raw(), (*self.as_raw()).bi_iter, block_size, f) }
+    }
+}
+
 /// Why [`DoneIo::for_each_block`] stopped.
 pub enum BlockError<E> {
     /// A block was not contiguous in memory (the queue limits should prevent it).
@@ -194,6 +281,20 @@ impl DoneIo<'_> {
         // SAFETY: the header lives in the bio's per-bio data, valid until the bio completes
         // (after `io_done` returns).
         unsafe { (*self.hdr).iter.bi_size }
+    }
+
+    /// The bio's operation.
+    pub fn op(&self) -> super::bio::Op {
+        super::bio::Op::from_raw(
+            // SAFETY: the bio is ours until it completes.
+            unsafe { bindings::dm_rust_bio_op(self.bio) },
+        )
+    }
+
+    /// Whether the bio asked for its data on stable storage before completing (`REQ_FUA`).
+    pub fn is_fua(&self) -> bool {
+        // SAFETY: the bio is ours until it completes.
+        unsafe { (*self.bio).bi_opf & bindings::DM_RUST_REQ_FUA != 0 }
     }
 
     /// Whether this is read-ahead (which may fail without harm).

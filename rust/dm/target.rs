@@ -14,7 +14,7 @@ use super::bio::Bio;
 use super::blk_crypto::Keys;
 use super::context::MaySleep;
 use super::device::{Device, DeviceVisitor, QueueLimits};
-use super::io::{self, DoneIo};
+use super::io::{self, Deferred, DoneIo};
 use super::status::{StatusType, StatusWriter};
 use super::work::{Workqueue, WorkqueueConfig};
 use crate::bindings;
@@ -68,6 +68,11 @@ pub enum MapResult {
     /// bio completes with the status `bio_work` returns. The abstraction owns the completion, so
     /// it always happens. Only for targets that implement `bio_work` (else the bio fails).
     CompleteInWork,
+    /// Hand the bio to process context: [`Target::map_deferred`] runs on the target's map
+    /// workqueue ([`Target::MAP_WORKQUEUE`]), where it may sleep (take locks that wait, read and
+    /// write metadata), and decides there; the abstraction then submits or completes the bio.
+    /// Only for targets that implement `map_deferred` (else the bio fails).
+    Defer,
 }
 
 /// What `end_io` wants device-mapper to do with a completed bio.
@@ -104,6 +109,10 @@ pub trait Target: Sized + Send + Sync {
     /// The target's own workqueue, for [`Target::io_done`] and deferred work
     /// ([`Defer`](super::work::Defer)); both require one (checked at compile time).
     const WORKQUEUE: Option<WorkqueueConfig> = None;
+    /// The workqueue where [`Target::map_deferred`] runs, apart from [`Target::WORKQUEUE`] so
+    /// that a bio waiting there (for a lock another bio holds until its `io_done`) never keeps
+    /// that `io_done` from running.
+    const MAP_WORKQUEUE: Option<WorkqueueConfig> = None;
     /// The prefix of the audit records the kernel's C target of the same job sends for table
     /// construction and destruction (`dm_audit_log_ctr`/`_dtr`), if it sends them.
     const AUDIT_PREFIX: Option<&'static CStr> = None;
@@ -113,6 +122,11 @@ pub trait Target: Sized + Send + Sync {
 
     /// Maps one bio. Must not sleep.
     fn map(&self, ti: &Ti<Self>, bio: &mut Bio) -> MapResult;
+
+    /// Maps, in process context, a bio that `map` returned as [`MapResult::Defer`]: may sleep.
+    fn map_deferred(&self, _ti: &Ti<Self>, _bio: &mut Bio, _s: &MaySleep<'_>) -> Deferred {
+        Deferred::Complete(bindings::DM_RUST_BLK_STS_IOERR)
+    }
 
     /// Sees a bio the target remapped complete (any context, must not sleep); `status` may be
     /// changed.
@@ -178,6 +192,7 @@ pub trait Target: Sized + Send + Sync {
 /// and wiped (no bio uses them any more), then the underlying devices are put.
 pub(crate) struct Holder<T: Target> {
     pub(crate) wq: Option<Workqueue>,
+    pub(crate) map_wq: Option<Workqueue>,
     pub(crate) target: Pin<KBox<T>>,
     pub(crate) keys: Keys,
     devices: KVec<*mut bindings::dm_dev>,
@@ -439,6 +454,17 @@ impl<'a> TargetCtx<'a> {
         unsafe { (*self.ti).set_limit_swap_bios(on.into()) };
     }
 
+    /// Splits bios so that none crosses a multiple of `sectors` (from the target's start).
+    pub fn set_max_io_len(&mut self, sectors: u32) -> Result<(), CtrError> {
+        // SAFETY: the constructor has exclusive access to `ti` (`Adapter::ctr` lends the
+        // `TargetCtx` for the constructor call only).
+        let r = unsafe { bindings::dm_set_target_max_io_len(self.ti, sectors.into()) };
+        if r != 0 {
+            return Err(CtrError::new(Error::from_errno(r), c"Invalid max_io_len"));
+        }
+        Ok(())
+    }
+
     /// Number of bios device-mapper sends to `map` for each discard (0 disables discards).
     pub fn set_num_discard_bios(&mut self, n: u32) {
         // SAFETY: the constructor has exclusive access to `ti` (`Adapter::ctr` lends the
@@ -510,6 +536,12 @@ impl<T: Target> Adapter<T> {
                 "a target with io_done or bio_work needs a WORKQUEUE"
             )
         };
+        const {
+            assert!(
+                T::MAP_WORKQUEUE.is_some() || !T::HAS_MAP_DEFERRED,
+                "a target with map_deferred needs a MAP_WORKQUEUE"
+            )
+        };
         // SAFETY: device-mapper calls `ctr` in process context with no lock that forbids sleeping.
         let sleep = unsafe { MaySleep::new() };
         let mut ctx = TargetCtx {
@@ -570,6 +602,13 @@ impl<T: Target> Adapter<T> {
             ),
             None => None,
         };
+        let map_wq = match T::MAP_WORKQUEUE {
+            Some(cfg) => Some(
+                Workqueue::new(cfg.name, cfg.flags, 0)
+                    .map_err(|e| CtrError::new(e, c"Cannot allocate workqueue"))?,
+            ),
+            None => None,
+        };
         // SAFETY: the caller guarantees `argv` holds `argc` strings for the call.
         let argv = unsafe { collect_args(argc, argv) }.map_err(nomem)?;
         let mut args = Args::new(&argv);
@@ -579,6 +618,7 @@ impl<T: Target> Adapter<T> {
         let mut holder = KBox::new(
             Holder {
                 wq,
+                map_wq,
                 target,
                 keys: KVec::new(),
                 devices: KVec::new(),
@@ -589,8 +629,9 @@ impl<T: Target> Adapter<T> {
         holder.devices = core::mem::take(&mut ctx.devices);
         holder.keys = core::mem::take(&mut ctx.keys);
         let ti = ctx.ti;
-        if T::HAS_IO_DONE || T::HAS_BIO_WORK {
-            // SAFETY: the constructor owns `ti`; `io::hook` and `io::take_over` rely on this size.
+        if T::HAS_IO_DONE || T::HAS_BIO_WORK || T::HAS_MAP_DEFERRED {
+            // SAFETY: the constructor owns `ti`; `io::hook`, `io::take_over` and `io::defer_map`
+            // rely on this size.
             unsafe { (*ti).per_io_data_size = io::PER_IO_SIZE };
         }
         // SAFETY: the constructor owns `ti`; `dtr` takes the box back.
@@ -607,11 +648,13 @@ impl<T: Target> Adapter<T> {
         let holder = unsafe { KBox::from_raw((*ti).private.cast::<Holder<T>>()) };
         let Holder {
             wq,
+            map_wq,
             target,
             keys,
             devices,
         } = KBox::into_inner(holder);
         // Deferred work refers to the state: `destroy_workqueue` waits for all of it first.
+        drop(map_wq);
         drop(wq);
         drop(target);
         // No bio is in flight (the destructor's contract): nothing refers to the keys.
@@ -661,6 +704,15 @@ impl<T: Target> Adapter<T> {
                 bindings::DM_MAPIO_SUBMITTED
             }
             MapResult::CompleteInWork => bindings::DM_MAPIO_KILL,
+            MapResult::Defer => match &ti.holder().map_wq {
+                Some(wq) if T::HAS_MAP_DEFERRED => {
+                    // SAFETY: `ctr` set `per_io_data_size` for `map_deferred` targets and `wq` is
+                    // their map workqueue; the bio is returned as submitted right below.
+                    unsafe { io::defer_map::<T>(ti.as_raw(), bio.as_raw(), wq) };
+                    bindings::DM_MAPIO_SUBMITTED
+                }
+                _ => bindings::DM_MAPIO_KILL,
+            },
         }) as c_int
     }
 
@@ -712,6 +764,9 @@ impl<T: Target> Adapter<T> {
         unsafe {
             Self::in_process(ti, |t, ti, s| {
                 // Work deferred before the suspend finishes before the target hears of it.
+                if let Some(wq) = &ti.holder().map_wq {
+                    wq.flush();
+                }
                 if let Some(wq) = &ti.holder().wq {
                     wq.flush();
                 }

@@ -341,6 +341,24 @@ impl Geometry {
             .checked_add(self.params.start)
     }
 
+    /// The logical data sector stored at `sector` of the data device: the inverse of
+    /// [`Geometry::data_sector`]; `None` for a sector that holds no data (superblock, journal,
+    /// tags) or lies past the provided data.
+    pub fn logical_sector(&self, sector: u64) -> Option<u64> {
+        let first = self.params.start.checked_add(self.initial_sectors.into())?;
+        let rel = sector.checked_sub(first)?;
+        let logical = if self.params.meta_device {
+            sector.checked_sub(self.params.start)?
+        } else {
+            let log2_i = self.params.log2_interleave_sectors;
+            let area_sectors = (1u64 << log2_i).checked_add(self.metadata_run.into())?;
+            let area = rel / area_sectors;
+            let offset = (rel % area_sectors).checked_sub(self.metadata_run.into())?;
+            (area << log2_i) | offset
+        };
+        (logical < self.provided_data_sectors).then_some(logical)
+    }
+
     /// Where the tag of logical `data_sector` is, the way dm-integrity addresses it: the
     /// metadata buffer (of `2^log2_buffer_sectors` sectors, counted from
     /// `start + initial_sectors` on the metadata device) and the byte offset in that buffer
@@ -1138,4 +1156,34 @@ mod tests {
         assert_eq!(bitmap(&g, Some(0)).log2_blocks_per_bit, 0);
         assert_eq!(bitmap(&g, Some(65536)).log2_blocks_per_bit, 13);
     }
+
+    #[test]
+    fn logical_sector_inverts_data_sector() {
+        for fixed_padding in [false, true] {
+            let params = Params {
+                tag_size: 4,
+                log2_sectors_per_block: 3,
+                log2_interleave_sectors: 15,
+                journal_sections: 3,
+                journal_mac: false,
+                fixed_padding,
+                inline: false,
+                meta_device: false,
+                start: 7,
+                log2_buffer_sectors: 7,
+            };
+            let provided = provided_data_sectors(params, 1 << 18, 1 << 18);
+            let g = Geometry::new(params, provided, 1 << 18).unwrap();
+            for s in [0, 1, 8, 32767, 32768, 65535, 65536, provided - 1] {
+                let p = g.data_sector(s).unwrap();
+                assert_eq!(g.logical_sector(p), Some(s), "sector {s}");
+            }
+            // Superblock, journal and the first area's tags hold no data.
+            assert_eq!(g.logical_sector(0), None);
+            let first = g.data_sector(0).unwrap();
+            assert_eq!(g.logical_sector(first - 1), None);
+            assert_eq!(g.logical_sector(g.data_sector(provided - 1).unwrap() + 1), None);
+        }
+    }
+
 }

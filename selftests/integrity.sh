@@ -1,0 +1,336 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# integrity-rs (mode D, internal hash): devices formatted by integritysetup open in ours; data
+# written through ours reads back through the kernel's dm-integrity with no integrity error and
+# the other way round (crc32c and sha256); a corrupted data sector fails exactly its block and is
+# counted in the status line; damaged superblocks are refused and nothing is written; writes and
+# reads racing on the same blocks never fail; recalculate from a --no-wipe format runs to the end
+# and leaves every tag valid (checked by the kernel's target too); suspend stops the worker with
+# its position kept, resume finishes it.
+#
+# integritysetup formats with the kernel's dm-integrity (ours does not format blank devices yet),
+# and gives the table line; the device is then created with that table for $INTEG: ours
+# (integrity-rs, dm_rust loaded without upstream names) or, with DM_RUST_IMPL=kernel, the
+# kernel's own "integrity" (the reference run).
+cd "$(dirname "$0")" && . ./lib.sh
+
+case $DM_RUST_IMPL in
+rust) INTEG=integrity-rs ;;
+kernel) INTEG=integrity ;;
+esac
+MB=16
+
+# The kernel's dm-integrity must own the name "integrity" (integritysetup formats with it):
+# dm_rust loaded with upstream names (by an earlier script) is reloaded without.
+integrity_setup() {
+	modprobe -a dm-mod dm-bufio loop
+	if grep -q '^dm_rust ' /proc/modules && ! dmsetup targets | grep -q '^integrity-rs '; then
+		rmmod dm_rust || return 1
+	fi
+	modprobe dm-integrity || return 1
+	load_module
+}
+
+# fmt <dev> <hash> [format options...]: integritysetup format in mode D.
+fmt() {
+	local dev=$1 hash=$2
+	shift 2
+	integritysetup format --batch-mode -I "$hash" "$@" "$dev" >/dev/null
+}
+
+# kernel_table <dev> <hash> [open options...]: the table line integritysetup makes (the
+# kernel's), with the target name replaced by $INTEG.
+kernel_table() {
+	local dev=$1 hash=$2 t
+	shift 2
+	integritysetup open -I "$hash" --integrity-no-journal "$@" "$dev" rs_k >/dev/null
+	t=$(dmsetup table rs_k)
+	integritysetup close rs_k
+	echo "$t" | awk -v n="$INTEG" '{ $3 = n; print }'
+}
+
+# open_ours <name> <table>
+open_ours() { dmsetup create "$1" --table "$2"; }
+
+# status_field <name> <n>: the n-th word of the target's status (1: mismatches, 2: provided
+# sectors, 3: recalculation position or -).
+status_field() { dmsetup status "$1" | awk -v n="$2" '{ print $(3 + n) }'; }
+
+# position_is <name> <sector>, position_is_not <name> <sector>: the recalculation position.
+position_is() { [ "$(status_field "$1" 3)" = "$2" ]; }
+position_is_not() { [ "$(status_field "$1" 3)" != "$2" ]; }
+
+# corrupt_on_dev <file> <skip> <dev>: finds the 512 bytes at byte <skip> of <file> on <dev>
+# and inverts one byte of them there; prints the byte offset of that sector.
+corrupt_on_dev() {
+	python3 -c '
+import os, sys
+needle = open(sys.argv[1], "rb").read()[int(sys.argv[2]):][:512]
+fd = os.open(sys.argv[3], os.O_RDWR)
+data = os.pread(fd, os.lseek(fd, 0, os.SEEK_END), 0)
+i = data.find(needle)
+if i < 0:
+    sys.exit(1)
+os.pwrite(fd, bytes([data[i + 100] ^ 0xff]), i + 100)
+os.fsync(fd)
+os.close(fd)
+print(i)
+' "$1" "$2" "$3"
+}
+
+round_trip() {
+	local hash=$1 loop table a b
+	loop=$(make_loop $MB)
+	fmt "$loop" "$hash"
+	table=$(kernel_table "$loop" "$hash")
+	echo "# table: $table"
+	open_ours rs_int "$table"
+	a=$(random_file 1048576)
+	write_at /dev/mapper/rs_int 65536 "$a"
+	read_at /dev/mapper/rs_int 65536 1048576 | cmp -s - "$a" || fail "read back through $INTEG differs"
+	# The whole device reads with no integrity error.
+	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "reading all of $INTEG failed"
+	dmsetup remove --retry rs_int
+	# Ours -> the kernel's.
+	integritysetup open -I "$hash" --integrity-no-journal "$loop" rs_k
+	read_at /dev/mapper/rs_k 65536 1048576 | cmp -s - "$a" || fail "the kernel's dm-integrity reads other data"
+	dd if=/dev/mapper/rs_k of=/dev/null bs=1M iflag=direct status=none || fail "the kernel's dm-integrity finds integrity errors"
+	[ "$(dmsetup status rs_k | awk '{ print $4 }')" = 0 ] || fail "the kernel's dm-integrity counts mismatches"
+	# The kernel's -> ours.
+	b=$(random_file 1048576)
+	write_at /dev/mapper/rs_k 2097152 "$b"
+	integritysetup close rs_k
+	open_ours rs_int "$table"
+	read_at /dev/mapper/rs_int 2097152 1048576 | cmp -s - "$b" || fail "$INTEG reads other data than the kernel's wrote"
+	read_at /dev/mapper/rs_int 65536 1048576 | cmp -s - "$a" || fail "$INTEG lost its own data"
+	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "$INTEG finds integrity errors"
+	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches counted: $(dmsetup status rs_int)"
+	# The status line: no mismatch, the provided sectors, no recalculation.
+	dmsetup status rs_int
+	[ "$(status_field rs_int 3)" = - ] || fail "status line: $(dmsetup status rs_int)"
+}
+
+test_round_trip_crc32c() { round_trip crc32c; }
+test_round_trip_sha256() { round_trip sha256; }
+
+test_corrupted_sector() {
+	local loop table d off i before bad=5
+	loop=$(make_loop $MB)
+	fmt "$loop" sha256
+	table=$(kernel_table "$loop" sha256)
+	open_ours rs_int "$table"
+	d=$(random_file 8192)
+	write_at /dev/mapper/rs_int 1048576 "$d"
+	dmsetup remove --retry rs_int
+	# Where logical sector 2048 + $bad is on the loop device: invert a byte of it there.
+	off=$(corrupt_on_dev "$d" $((bad * 512)) "$loop") || fail "data not found on $loop"
+	echo "# logical sector $((2048 + bad)) is at byte $off of $loop"
+	blockdev --flushbufs "$loop"
+	open_ours rs_int "$table"
+	# Whatever udev's probe of the new device read is counted before ours.
+	udevadm settle 2>/dev/null || true
+	before=$(status_field rs_int 1)
+	for i in $(seq 0 15); do
+		if read_at /dev/mapper/rs_int $((1048576 + i * 512)) 512 >/dev/null 2>&1; then
+			[ "$i" != "$bad" ] || fail "the corrupted sector $i read without error"
+		else
+			[ "$i" = "$bad" ] || fail "sector $i failed, only $bad is corrupted"
+		fi
+	done
+	# One failed read, one mismatch.
+	[ "$(status_field rs_int 1)" = $((before + 1)) ] || fail "mismatch count $before before the reads: $(dmsetup status rs_int)"
+	dmesg | tail -n 20 | grep -q "Checksum failed at sector 0x$(printf %x $((2048 + bad)))" ||
+		fail "no log line for sector $((2048 + bad))"
+	dmsetup status rs_int
+}
+
+# A superblock damaged in <offset> (byte, value) is refused with <message>, and nothing is
+# written to the device; the superblock is restored afterwards.
+bad_superblock() {
+	local loop=$1 table=$2 off=$3 val=$4 msg=$5 before
+	dd if="$loop" of="$SCRATCH/sb" bs=4096 count=1 iflag=direct status=none
+	printf "\\x$val" | dd of="$loop" bs=1 seek="$off" conv=notrunc status=none
+	blockdev --flushbufs "$loop"
+	before=$(md5sum <"$loop")
+	expect_table_refused rs_int "$msg" "$table"
+	blockdev --flushbufs "$loop"
+	[ "$(md5sum <"$loop")" = "$before" ] || fail "the device changed while refusing '$msg'"
+	dd if="$SCRATCH/sb" of="$loop" bs=4096 count=1 oflag=direct conv=notrunc status=none
+}
+
+test_bad_superblock() {
+	local loop table t2
+	loop=$(make_loop $MB)
+	fmt "$loop" crc32c
+	table=$(kernel_table "$loop" crc32c)
+	# The tag size of the table differs from the superblock's.
+	t2=$(echo "$table" | awk '{ $6 = 8; print }')
+	expect_table_refused rs_int "Tag size doesn't match the information in superblock" "$t2"
+	bad_superblock "$loop" "$table" 8 09 "Unknown version"
+	bad_superblock "$loop" "$table" 9 02 "Invalid interleave_sectors in the superblock"
+	bad_superblock "$loop" "$table" 0 58 "The device is not initialized"
+	# The restored superblock opens.
+	open_ours rs_int "$table"
+	dmsetup remove --retry rs_int
+	if [ "$DM_RUST_IMPL" = rust ]; then
+		# What is not implemented is refused by name.
+		t2=$(echo "$table" | awk '{ $7 = "J"; print }')
+		expect_table_refused rs_int "Journal mode (J) is not implemented" "$t2"
+	fi
+}
+
+# Writers and direct readers of the same blocks: no read may fail (a read seeing the data of
+# one write with the tag of another would).
+test_racing_reads_and_writes() {
+	local loop table pids=() i rc=0 end
+	loop=$(make_loop $MB)
+	fmt "$loop" crc32c
+	table=$(kernel_table "$loop" crc32c)
+	open_ours rs_int "$table"
+	head -c 65536 /dev/urandom >"$SCRATCH/w0"
+	head -c 65536 /dev/urandom >"$SCRATCH/w1"
+	end=$((SECONDS + 8))
+	for i in 0 1; do
+		(while [ $SECONDS -lt $end ]; do
+			dd if="$SCRATCH/w$i" of=/dev/mapper/rs_int bs=4096 seek=16 oflag=direct conv=notrunc status=none || exit 1
+		done) &
+		pids+=($!)
+	done
+	for i in 0 1; do
+		(while [ $SECONDS -lt $end ]; do
+			dd if=/dev/mapper/rs_int of=/dev/null bs=512 skip=128 count=128 iflag=direct status=none || exit 1
+		done) &
+		pids+=($!)
+	done
+	for i in "${pids[@]}"; do wait "$i" || rc=1; done
+	[ $rc = 0 ] || fail "a read or write failed: $(dmsetup status rs_int)"
+	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches: $(dmsetup status rs_int)"
+}
+
+test_recalculate() {
+	local loop table provided pos
+	loop=$(make_loop 32)
+	# Random data everywhere, then a format that leaves it (and the tags) as they are.
+	dd if=/dev/urandom of="$loop" bs=1M oflag=direct status=none || true
+	fmt "$loop" crc32c --no-wipe
+	table=$(kernel_table "$loop" crc32c)
+	# The same table with "recalculate".
+	table=$(echo "$table" | awk '{ $8 = $8 + 1; $0 = $0 " recalculate"; print }')
+	echo "# table: $table"
+	open_ours rs_int "$table"
+	provided=$(status_field rs_int 2)
+	wait_for 120 position_is rs_int "$provided" ||
+		fail "recalculation stopped at $(status_field rs_int 3) of $provided"
+	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "reading after recalculation failed"
+	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches: $(dmsetup status rs_int)"
+	dmsetup status rs_int
+	dmsetup remove --retry rs_int
+	# The position is in the superblock: recalc_sector (offset 32) is the end.
+	pos=$(dd if="$loop" bs=512 count=1 iflag=direct status=none | od -An -tu8 -j32 -N8 | tr -d ' ')
+	[ "$pos" = "$provided" ] || fail "superblock recalc_sector $pos, not $provided"
+	# The kernel's dm-integrity checks every tag.
+	integritysetup open -I crc32c --integrity-no-journal "$loop" rs_k
+	dd if=/dev/mapper/rs_k of=/dev/null bs=1M iflag=direct status=none || fail "the kernel's dm-integrity finds integrity errors"
+	integritysetup close rs_k
+}
+
+# Suspend stops the worker: the position stays, nothing is written to the device; resume finishes.
+test_recalculate_suspend() {
+	local loop table provided p1 p2 w1 w2
+	loop=$(make_loop 64)
+	dd if=/dev/urandom of="$loop" bs=1M oflag=direct status=none || true
+	fmt "$loop" sha256 --no-wipe
+	table=$(kernel_table "$loop" sha256)
+	table=$(echo "$table" | awk '{ $8 = $8 + 1; $0 = $0 " recalculate"; print }')
+	open_ours rs_int "$table"
+	provided=$(status_field rs_int 2)
+	wait_for 60 position_is_not rs_int 0 || fail "recalculation does not start"
+	dmsetup suspend rs_int
+	p1=$(status_field rs_int 3)
+	w1=$(disk_stat "$loop" 5)
+	sleep 2
+	p2=$(status_field rs_int 3)
+	w2=$(disk_stat "$loop" 5)
+	echo "# suspended at $p1 of $provided"
+	[ "$p1" = "$p2" ] || fail "position moved while suspended: $p1 -> $p2"
+	[ "$w1" = "$w2" ] || fail "writes to the device while suspended: $w1 -> $w2"
+	[ "$p1" != "$provided" ] || echo "# (the worker had finished before the suspend)"
+	dmsetup resume rs_int
+	wait_for 150 position_is rs_int "$provided" ||
+		fail "recalculation stopped at $(status_field rs_int 3) of $provided after resume"
+	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "reading after recalculation failed"
+}
+
+# Beyond dm-integrity (which has no messages): recalculate_rate limits the worker, recalculate_pause
+# stops it with nothing written, recalculate_resume continues to the end.
+test_recalculate_messages() {
+	local loop table provided a b w1 w2 d1 d2 wpos
+	loop=$(make_loop 64)
+	dd if=/dev/urandom of="$loop" bs=1M oflag=direct status=none || true
+	fmt "$loop" sha256 --no-wipe
+	table=$(kernel_table "$loop" sha256)
+	table=$(echo "$table" | awk '{ $8 = $8 + 1; $0 = $0 " recalculate"; print }')
+	open_ours rs_int "$table"
+	if [ "$DM_RUST_IMPL" = kernel ]; then
+		dmsetup message rs_int 0 recalculate_pause 2>/dev/null && fail "the kernel's target took a message"
+		echo "# the kernel's dm-integrity has no messages (refused, as expected)"
+		return 0
+	fi
+	dmsetup message rs_int 0 recalculate_rate 1
+	provided=$(status_field rs_int 2)
+	a=$(status_field rs_int 3)
+	sleep 3
+	b=$(status_field rs_int 3)
+	echo "# at 1 MB/s: $a -> $b of $provided in 3 s"
+	[ "$b" -gt "$a" ] || fail "no progress at 1 MB/s"
+	# 3 s at 1 MB/s, a second's burst, and one range of 128 KiB.
+	[ $(((b - a) * 512)) -le $((4000000 + 131072)) ] || fail "more than 1 MB/s: $(((b - a) * 512)) bytes in 3 s"
+	# Writes racing the worker: around its position, and above it.
+	d1=$(random_file 1048576)
+	d2=$(random_file 1048576)
+	wpos=$b
+	write_at /dev/mapper/rs_int $((wpos * 512)) "$d1"
+	write_at /dev/mapper/rs_int $((48 * 1048576)) "$d2"
+	dmsetup message rs_int 0 recalculate_pause
+	sleep 1
+	a=$(status_field rs_int 3)
+	w1=$(disk_stat "$loop" 5)
+	sleep 2
+	b=$(status_field rs_int 3)
+	w2=$(disk_stat "$loop" 5)
+	[ "$a" = "$b" ] || fail "position moved while paused: $a -> $b"
+	[ "$w1" = "$w2" ] || fail "writes to the device while paused: $w1 -> $w2"
+	# The paused position is in the superblock.
+	b=$(dd if="$loop" bs=512 count=1 iflag=direct status=none | od -An -tu8 -j32 -N8 | tr -d ' ')
+	[ "$a" = "$b" ] || fail "superblock has $b, the paused position is $a"
+	dmsetup message rs_int 0 recalculate_rate 0
+	dmsetup message rs_int 0 recalculate_resume
+	wait_for 150 position_is rs_int "$provided" ||
+		fail "recalculation stopped at $(status_field rs_int 3) of $provided after recalculate_resume"
+	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "reading after recalculation failed"
+	read_at /dev/mapper/rs_int $((wpos * 512)) 1048576 | cmp -s - "$d1" || fail "data written at the worker's position differs"
+	read_at /dev/mapper/rs_int $((48 * 1048576)) 1048576 | cmp -s - "$d2" || fail "data written above the worker's position differs"
+	dmsetup message rs_int 0 recalculate_rate x 2>/dev/null && fail "recalculate_rate x accepted"
+	dmsetup message rs_int 0 frobnicate 2>/dev/null && fail "an unknown message was accepted"
+	return 0
+}
+
+if ! integrity_setup; then
+	ktap_plan 1
+	run_test setup fail "cannot load dm-integrity and dm_rust without upstream names"
+	ktap_finish
+fi
+ktap_plan 8
+run_test round_trip_crc32c test_round_trip_crc32c
+run_test round_trip_sha256 test_round_trip_sha256
+run_test corrupted_sector test_corrupted_sector
+run_test bad_superblock test_bad_superblock
+run_test racing_reads_and_writes test_racing_reads_and_writes
+run_test recalculate test_recalculate
+run_test recalculate_suspend test_recalculate_suspend
+run_test recalculate_messages test_recalculate_messages
+# The kernel's dm_integrity would keep dm_rust from loading with upstream names (a later script's
+# verity) under the same name: unload it, and dm_rust loaded without upstream names.
+rmmod dm_integrity 2>/dev/null || true
+[ "$DM_RUST_IMPL" != rust ] || unload_module 2>/dev/null || true
+ktap_finish

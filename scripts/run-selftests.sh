@@ -46,6 +46,10 @@ esac
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-300}
 STALL_TIMEOUT=${STALL_TIMEOUT:-900}
 mkdir -p "$out"
+# Two runs in one checkout would share the files below (one read the other's result once): the
+# second is refused. Guests of different checkouts queue on the lab's lock instead (vm.sh).
+exec 6>"$out/.run-selftests.lock"
+flock -n 6 || { echo "run-selftests: another run uses $out in this checkout; wait for it to end" >&2; exit 1; }
 log=$out/$name.log
 console=$out/$name.console.log
 result=$out/selftests.$impl.result

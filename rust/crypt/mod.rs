@@ -30,6 +30,7 @@ use kernel::sync::Mutex;
 use crate::bindings;
 use crate::dm::args::parse_hex_exact;
 use crate::dm::bio::Op;
+use crate::dm::saved_args::SavedArgs;
 use crate::dm::clone::{BioSet, CloneError, PagePool};
 use crate::dm::device::QueueLimits;
 use crate::dm::io::{DoneIo, TakenIo};
@@ -69,38 +70,6 @@ struct KeyState {
     bytes: SecretBuf,
     keyring: Option<KeyringRef>,
     valid: bool,
-}
-
-/// The table line's arguments with the key replaced by zeroes (or kept, for a keyring
-/// reference, which is not secret), to print the table back.
-struct SavedArgs {
-    bytes: KVec<u8>,
-    ends: KVec<usize>,
-}
-
-impl SavedArgs {
-    fn new(args: &Args<'_>, key_placeholder: &[u8]) -> Result<Self> {
-        let mut a = args.clone();
-        let (mut bytes, mut ends) = (KVec::new(), KVec::new());
-        let mut i = 0;
-        while let Ok(arg) = a.next(c"") {
-            let arg = if i == 1 { key_placeholder } else { arg };
-            bytes.extend_from_slice(arg, GFP_KERNEL)?;
-            ends.push(bytes.len(), GFP_KERNEL)?;
-            i += 1;
-        }
-        Ok(Self { bytes, ends })
-    }
-
-    fn slices(&self) -> Result<KVec<&[u8]>> {
-        let mut v = KVec::with_capacity(self.ends.len(), GFP_KERNEL)?;
-        let mut start = 0;
-        for &end in self.ends.iter() {
-            v.push(&self.bytes[start..end], GFP_KERNEL)?;
-            start = end;
-        }
-        Ok(v)
-    }
 }
 
 /// The kernel side of the constructor's parse (see `CryptEnv`).
@@ -324,7 +293,7 @@ impl Target for Crypt {
                 v
             }
         };
-        let saved = SavedArgs::new(args, &placeholder).map_err(nomem)?;
+        let saved = SavedArgs::with_replaced(args, Some((1, &placeholder))).map_err(nomem)?;
         let pages = PagePool::new(POOL_PAGES)
             .map_err(|_| CtrError::new(ENOMEM, c"Cannot allocate page mempool"))?;
         let bios = BioSet::new(POOL_BIOS)

@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod args;
+pub mod saved_args;
 pub mod bio;
 pub mod bitmap;
 pub mod blk_crypto;

@@ -52,6 +52,7 @@ use kernel::time::{delay::fsleep, Delta, Instant, Monotonic};
 
 use crate::bindings;
 use crate::dm::bio::Op;
+use crate::dm::saved_args::SavedArgs;
 use crate::dm::bufio::BufioClient;
 use crate::dm::context::MaySleep;
 use crate::dm::device::QueueLimits;
@@ -81,34 +82,6 @@ const MAX_RANGES: usize = 256;
 
 /// Bytes of the superblock area (`SB_SECTORS` sectors).
 const SB_BYTES: usize = SB_SECTORS as usize * 512;
-
-/// The table line's arguments, kept to print the table back (`dmsetup table`).
-struct SavedArgs {
-    bytes: KVec<u8>,
-    ends: KVec<usize>,
-}
-
-impl SavedArgs {
-    fn new(args: &Args<'_>) -> Result<Self> {
-        let mut a = args.clone();
-        let (mut bytes, mut ends) = (KVec::new(), KVec::new());
-        while let Ok(arg) = a.next(c"") {
-            bytes.extend_from_slice(arg, GFP_KERNEL)?;
-            ends.push(bytes.len(), GFP_KERNEL)?;
-        }
-        Ok(Self { bytes, ends })
-    }
-
-    fn slices(&self) -> Result<KVec<&[u8]>> {
-        let mut v = KVec::with_capacity(self.ends.len(), GFP_KERNEL)?;
-        let mut start = 0;
-        for &end in self.ends.iter() {
-            v.push(&self.bytes[start..end], GFP_KERNEL)?;
-            start = end;
-        }
-        Ok(v)
-    }
-}
 
 /// Ranges of data-device sectors in use by a bio or the worker.
 struct RangeSet {

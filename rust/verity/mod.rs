@@ -26,6 +26,7 @@ use kernel::prelude::*;
 
 use crate::bindings;
 use crate::dm::bio::Op;
+use crate::dm::saved_args::SavedArgs;
 use crate::dm::bitmap::AtomicBitmap;
 use crate::dm::bufio::BufioClient;
 use crate::dm::context::MaySleep;
@@ -53,35 +54,6 @@ const MAX_CORRUPTED_ERRS: u32 = 100;
 
 /// Bytes of hash blocks read ahead around a read's hashes at the lowest tree level.
 const PREFETCH_BYTES: u32 = 262144;
-
-/// The table line's arguments, kept to print the table back (`dmsetup table`).
-struct SavedArgs {
-    bytes: KVec<u8>,
-    ends: KVec<usize>,
-}
-
-impl SavedArgs {
-    fn new(args: &Args<'_>) -> Result<Self> {
-        let mut a = args.clone();
-        let (mut bytes, mut ends) = (KVec::new(), KVec::new());
-        while let Ok(arg) = a.next(c"") {
-            bytes.extend_from_slice(arg, GFP_KERNEL)?;
-            ends.push(bytes.len(), GFP_KERNEL)?;
-        }
-        Ok(Self { bytes, ends })
-    }
-
-    /// The arguments again, as slices of the saved bytes.
-    fn slices(&self) -> Result<KVec<&[u8]>> {
-        let mut v = KVec::with_capacity(self.ends.len(), GFP_KERNEL)?;
-        let mut start = 0;
-        for &end in self.ends.iter() {
-            v.push(&self.bytes[start..end], GFP_KERNEL)?;
-            start = end;
-        }
-        Ok(v)
-    }
-}
 
 fn nomem<E>(_: E) -> CtrError {
     CtrError::new(ENOMEM, c"Cannot allocate verity structure")

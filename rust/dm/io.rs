@@ -186,15 +186,18 @@ unsafe extern "C" fn map_work<T: Target>(w: *mut bindings::work_struct) {
 impl super::Bio {
     /// Calls `f(i, block)` for each consecutive `block_size`-byte block of the bio's data, in
     /// order (for a bio not yet submitted, in [`Target::map_deferred`]); each block must lie
-    /// within one page segment.
+    /// within one page segment. The blocks are the submitter's data (a write's page cache or
+    /// user pages), so they are lent read-only.
     pub fn for_each_block<E>(
         &self,
         block_size: u32,
-        f: impl FnMut(u32, &mut IoBlock<'_>) -> Result<(), E>,
+        mut f: impl FnMut(u32, &IoBlock<'_>) -> Result<(), E>,
     ) -> Result<(), BlockError<E>> {
         // SAFETY: the bio is ours until it is submitted (`Bio`'s invariant); its `bi_iter`
         // describes its data.
-        unsafe { for_each_block(self.as_raw(), (*self.as_raw()).bi_iter, block_size, f) }
+        unsafe {
+            for_each_block(self.as_raw(), (*self.as_raw()).bi_iter, block_size, |i, b| f(i, b))
+        }
     }
 }
 

@@ -580,7 +580,7 @@ impl Target for Integrity {
                 .noio(|| KVec::from_elem(0u8, blocks * ts, GFP_KERNEL))
                 .map_err(|_| ())
                 .and_then(|mut tags| {
-                    bio.for_each_block(self.block_bytes(), |i, block: &mut IoBlock<'_>| {
+                    bio.for_each_block(self.block_bytes(), |i, block: &IoBlock<'_>| {
                         let i = i as usize;
                         self.tag(sector + i as u64 * spb, |d| d.update_block(block), &mut tags[i * ts..(i + 1) * ts])
                     })

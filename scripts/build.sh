@@ -4,7 +4,8 @@
 # Builds dm_rust.ko inside the lab (the kernel's exact toolchain, the prepared kernel tree) and
 # checks that it will load on the lab's kernel: every undefined symbol is exported by the kernel
 # or its modules (Module.symvers), and the vermagic equals that of Debian's own modules.
-# Output: build/dm_rust.ko; with FLAVOUR=debug, build/debug/dm_rust.ko against the lab's debug kernel
+# Output: build/dm_rust.ko and the tests' build/dm_rust_test_inline.ko (RAM disks with inline
+# encryption, rust/test_inline/; never packaged); with FLAVOUR=debug, build/debug/dm_rust.ko against the lab's debug kernel
 # (scripts/lab.sh, FLAVOUR=debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +28,10 @@ cp -a Kbuild include rust "$src/"
 # objtool reads /proc; unmount it again afterwards, since the guest shares this root.
 mountpoint -q "$ROOTFS/proc" || { mount -t proc proc "$ROOTFS/proc"; trap 'umount -l "$ROOTFS/proc"' EXIT; }
 chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-	make -C "$KDIR_IN_ROOT" M="/build/$name" $KMAKE_VARS KERNELRELEASE="$KREL" -j"$(nproc)" modules
+	make -C "$KDIR_IN_ROOT" M="/build/$name" $KMAKE_VARS KERNELRELEASE="$KREL" DM_RUST_TESTS=m -j"$(nproc)" modules
 cp "$src/dm_rust.ko" "$out/dm_rust.ko"
+cp "$src/dm_rust_test_inline.ko" "$out/dm_rust_test_inline.ko"
 
 # Loadability checks (shared with the Debian packages' builds).
 scripts/check-module.sh "$out/dm_rust.ko" "$KDIR/Module.symvers" "$KREL" "$ROOTFS/lib/modules/$KREL"
+scripts/check-module.sh "$out/dm_rust_test_inline.ko" "$KDIR/Module.symvers" "$KREL" "$ROOTFS/lib/modules/$KREL"

@@ -4,7 +4,7 @@
 # Boots the lab's kernel in a guest, runs the selftests there (selftests/run_guest.sh) and exits
 # non-zero unless every test passed.
 # Usage: scripts/run-selftests.sh [--impl=rust|kernel] [test scripts...]
-#   --impl=rust    (default) our targets, all TEST_PROGS; needs build/dm_rust.ko (make module)
+#   --impl=rust    (default) our targets, all TEST_PROGS; needs build/dm_rust.ko and build/dm_rust_test_inline.ko (make module)
 #   --impl=kernel  the kernel's own C targets as a reference, all REFERENCE_PROGS
 # The implementation under test is chosen by this argument only (`make check` passes rust,
 # `make check-reference` kernel).
@@ -35,7 +35,9 @@ esac
 case $impl in
 rust)
 	name=selftests
-	[ -f "$out/dm_rust.ko" ] || { echo "run-selftests: $out/dm_rust.ko missing (make module)" >&2; exit 1; }
+	for ko in dm_rust.ko dm_rust_test_inline.ko; do
+		[ -f "$out/$ko" ] || { echo "run-selftests: $out/$ko missing (make module)" >&2; exit 1; }
+	done
 	;;
 kernel) name=reference ;;
 *)

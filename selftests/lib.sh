@@ -33,6 +33,10 @@
 SCRATCH=${SCRATCH:-/tmp/dm-rust-selftests}
 case $(uname -r) in *-dmrust-debug) DM_RUST_KO=${DM_RUST_KO:-/dm-rust/build/debug/dm_rust.ko} ;; esac
 DM_RUST_KO=${DM_RUST_KO:-/dm-rust/build/dm_rust.ko}
+# The test module with RAM disks that have inline encryption (passthrough.sh); a mutant's run
+# (DM_RUST_KO of build/mutants/) keeps the unmodified one.
+case $(uname -r) in *-dmrust-debug) DM_RUST_TEST_INLINE_KO=${DM_RUST_TEST_INLINE_KO:-/dm-rust/build/debug/dm_rust_test_inline.ko} ;; esac
+DM_RUST_TEST_INLINE_KO=${DM_RUST_TEST_INLINE_KO:-/dm-rust/build/dm_rust_test_inline.ko}
 DM_RUST_IMPL=${DM_RUST_IMPL:-rust}
 TEST_TIMEOUT=${TEST_TIMEOUT:-600}
 # A file the host reads to name the test a hung guest was running (set by run_guest.sh).
@@ -141,7 +145,8 @@ _state_global() {
 		/proc/sys/vm/dirty_background_ratio /proc/sys/vm/dirty_expire_centisecs \
 		/sys/module/dm_*/parameters/* /sys/module/loop/parameters/*; do
 		# Counters the kernel updates by itself are not settings.
-		case $f in *allocated* | *peak* | *'*'*) continue ;; esac
+		case $f in *allocated* | *peak* | *'*'* | */dm_rust_test_inline/parameters/units_* | \
+			*/dm_rust_test_inline/parameters/keyslots_*) continue ;; esac
 		_read "$f" v && _global+=("set $f=$v")
 	done
 	while IFS= read -r line; do

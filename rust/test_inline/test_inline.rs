@@ -156,7 +156,7 @@ impl RamCrypt {
         let Some(c) = crypt else {
             let mut pos = start;
             rq.for_each_segment(|seg| {
-                let d = &mut data[pos..pos + seg.len()];
+                let d = data.get_mut(pos..pos + seg.len()).ok_or(EIO)?;
                 if write {
                     seg.copy_to(0, d)?;
                 } else {
@@ -194,12 +194,15 @@ impl RamCrypt {
                     seg.copy_to(at, &mut unit.as_mut_slice()[in_unit..in_unit + n])?;
                     if in_unit + n == du {
                         slot.tfm.crypt_in_place(true, unit, du, &mut iv)?;
-                        data[unit_start..unit_start + du].copy_from_slice(&unit.as_slice()[..du]);
+                        data.get_mut(unit_start..unit_start + du)
+                            .ok_or(EIO)?
+                            .copy_from_slice(&unit.as_slice()[..du]);
                         count(UNITS_ENCRYPTED, 1);
                     }
                 } else {
                     if in_unit == 0 {
-                        unit.as_mut_slice()[..du].copy_from_slice(&data[unit_start..unit_start + du]);
+                        unit.as_mut_slice()[..du]
+                            .copy_from_slice(data.get(unit_start..unit_start + du).ok_or(EIO)?);
                         slot.tfm.crypt_in_place(false, unit, du, &mut iv)?;
                         count(UNITS_DECRYPTED, 1);
                     }

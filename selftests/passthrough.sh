@@ -46,13 +46,14 @@ dm_node() {
 	basename "$(readlink -f "/dev/mapper/$1")"
 }
 
-# no_plaintext <device>...: the marker text is nowhere on the devices (read with direct I/O).
+# no_plaintext <device> <MiB> [<device> <MiB>]...: the marker text is nowhere in the first <MiB>
+# of each device (read with direct I/O).
 no_plaintext() {
-	local d
-	for d in "$@"; do
-		if dd if="$d" bs=1M iflag=direct status=none | grep -qF "$MARK"; then
-			fail "plaintext on $d"
+	while [ $# -ge 2 ]; do
+		if dd if="$1" bs=1M count="$2" iflag=direct status=none | grep -qF "$MARK"; then
+			fail "plaintext on $1"
 		fi
+		shift 2
 	done
 }
 
@@ -72,16 +73,17 @@ crypto_caps() {
 	echo "AES-256-XTS=$(cat "$q/modes/AES-256-XTS" 2>/dev/null) max_dun_bits=$(cat "$q/max_dun_bits")"
 }
 
-# fscrypt_file <device> <MiB> <expect: device|fallback> <raw device>...: ext4 with an fscrypt
-# directory on <device>, mounted -o inlinecrypt; a file of <MiB> written, synced, dropped from the
-# page cache and read back. With "device", the RAM disks' counters must show that they encrypted
-# (and then decrypted) every data unit of the file; with "fallback", they must not move. The raw
-# devices below must hold no plaintext.
+# fscrypt_file <device> <MiB> <expect: device|fallback> <raw device> <MiB>...: ext4 (4 KiB
+# blocks, no journal: less to write under emulation) with an fscrypt directory on <device>,
+# mounted -o inlinecrypt; a file of <MiB> written, synced, dropped from the page cache and read
+# back. With "device", the RAM disks' counters must show that they encrypted (and then decrypted)
+# every data unit of the file; with "fallback", they must not move. The raw devices below must
+# hold no plaintext (in their first <MiB>). Leaves the file's extents in $SCRATCH/extents.
 fscrypt_file() {
 	local dev=$1 mib=$2 expect=$3 mnt=$SCRATCH/mnt f e0 e1 d0 d1 p0 p1 units
 	shift 3
 	units=$((mib * 256))
-	mkfs.ext4 -q -F -b 4096 -O encrypt "$dev"
+	mkfs.ext4 -q -F -b 4096 -N 64 -O encrypt,^has_journal -E nodiscard "$dev"
 	mkdir -p "$mnt"
 	mount -o inlinecrypt "$dev" "$mnt"
 	grep -q " $mnt ext4 .*inlinecrypt" /proc/mounts || fail "ext4 not mounted with inlinecrypt"
@@ -96,6 +98,7 @@ fscrypt_file() {
 	d0=$(counter units_decrypted)
 	cmp -s "$f" "$mnt/secret/file" || fail "the file read back differs"
 	d1=$(counter units_decrypted)
+	filefrag -e "$mnt/secret/file" >"$SCRATCH/extents"
 	umount "$mnt"
 	echo "$expect: $mib MiB file: units encrypted +$((e1 - e0)), decrypted +$((d1 - d0)), keyslots programmed +$((p1 - p0))"
 	case $expect in
@@ -139,67 +142,71 @@ test_capability_passes_up() {
 
 # fscrypt -o inlinecrypt on linear-rs over the RAM disk: the device encrypts.
 test_fscrypt_on_linear() {
-	dmsetup create rs_one --table "0 $((32 * 2048)) $LINEAR $RD0 2048"
-	fscrypt_file /dev/mapper/rs_one 4 device "$RD0"
+	dmsetup create rs_one --table "0 $((16 * 2048)) $LINEAR $RD0 2048"
+	fscrypt_file /dev/mapper/rs_one 2 device "$RD0" 17
 }
 
-# The same on two segments, one on each RAM disk; the file is larger than the first segment.
+# The same on two segments, one on each RAM disk (2 MiB of ramcrypt0, 14 of ramcrypt1); the file
+# is larger than the first segment, and its extents (filefrag) reach into the second.
 test_fscrypt_on_two_segments() {
-	local zero
-	zero=$(mktemp "$SCRATCH/zero.XXXXXX")
-	head -c $((28 * 1048576)) /dev/zero >"$zero"
-	wr "$RD1" 0 "$zero"
-	printf '0 8192 %s %s 0\n8192 %d %s %s 0\n' "$LINEAR" "$RD0" $((28 * 2048)) "$LINEAR" "$RD1" |
+	local last
+	printf '0 4096 %s %s 0\n4096 %d %s %s 0\n' "$LINEAR" "$RD0" $((14 * 2048)) "$LINEAR" "$RD1" |
 		dmsetup create rs_two
-	fscrypt_file /dev/mapper/rs_two 8 device "$RD0" "$RD1"
-	rd "$RD1" 0 $((28 * 1048576)) | cmp -s - "$zero" && fail "nothing written on the second segment's disk"
-	return 0
+	fscrypt_file /dev/mapper/rs_two 4 device "$RD0" 2 "$RD1" 14
+	# The last physical block of the file (filefrag -e: "ext: logical: physical: length: ...").
+	last=$(awk -F'[:.]+' '$1 ~ /^ *[0-9]+$/ { e = $5 + 0 } END { print e }' "$SCRATCH/extents")
+	echo "the file's last block is $last; the second segment starts at block 512"
+	[ "$last" -ge 512 ] || fail "the file does not reach the second segment: $(cat "$SCRATCH/extents")"
 }
 
 # On a loop device (no inline encryption): blk-crypto's fallback encrypts, the RAM disks see
 # nothing.
 test_fscrypt_fallback_on_loop() {
 	local loop
-	loop=$(make_loop 32)
-	dmsetup create rs_one --table "0 $((32 * 2048)) $LINEAR $loop 0"
-	fscrypt_file /dev/mapper/rs_one 4 fallback "$loop"
+	loop=$(make_loop 16)
+	dmsetup create rs_one --table "0 $((16 * 2048)) $LINEAR $loop 0"
+	fscrypt_file /dev/mapper/rs_one 2 fallback "$loop" 16
 }
 
 # inlinecrypt-rs right on the RAM disk: the device encrypts every data unit once, and the bytes
 # it stores are those blk-crypto's fallback stores (inlinecrypt-rs on a loop device) and dm-crypt's.
 test_inlinecrypt_on_device() {
-	local ss key loop1 loop2 data o e0 e1 d0 d1 opt iv=16 start=64 len=8192
+	local ss key loop1 loop2 data zero o e0 e1 d0 d1 opt iv=16 start=64 len=2048 size=262144
 	modprobe -a dm-crypt xts 2>/dev/null || true
-	data=$(random_file 1048576)
+	data=$(random_file $size)
+	zero=$(mktemp "$SCRATCH/zero.XXXXXX")
+	head -c $((len * 512)) /dev/zero >"$zero"
 	for ss in 512 4096; do
 		key=$(hexkey)
 		opt=
 		[ $ss = 512 ] || opt=" 2 sector_size:$ss iv_large_sectors"
-		loop1=$(make_loop 8)
-		loop2=$(make_loop 8)
+		loop1=$(make_loop 2)
+		loop2=$(make_loop 2)
+		# The area of the RAM disk starts as zeroes, as the loop devices do.
+		wr "$RD0" $((start * 512)) "$zero"
 		dmsetup create rs_hw --table "0 $len $ICRYPT aes-xts-plain64 $key $iv $RD0 $start$opt"
 		dmsetup create rs_sw --table "0 $len $ICRYPT aes-xts-plain64 $key $iv $loop1 $start$opt"
 		dmsetup create rs_ref --table "0 $len crypt aes-xts-plain64 $key $iv $loop2 $start$opt"
 		udevadm settle 2>/dev/null || true
 		e0=$(counter units_encrypted)
-		for o in 0 $((2097152 + ss)); do
+		for o in 0 $((len * 256 + ss)); do
 			wr /dev/mapper/rs_hw $o "$data"
 			wr /dev/mapper/rs_sw $o "$data"
 			wr /dev/mapper/rs_ref $o "$data"
 		done
 		e1=$(counter units_encrypted)
-		[ $((e1 - e0)) = $((2 * 1048576 / ss)) ] ||
-			fail "sector_size $ss: the device encrypted $((e1 - e0)) data units, not $((2 * 1048576 / ss))"
+		[ $((e1 - e0)) = $((2 * size / ss)) ] ||
+			fail "sector_size $ss: the device encrypted $((e1 - e0)) data units, not $((2 * size / ss))"
 		o=$(cmp <(rd "$RD0" $((start * 512)) $((len * 512))) <(rd "$loop1" $((start * 512)) $((len * 512)))) ||
 			fail "sector_size $ss: the device's ciphertext differs from the fallback's: $o"
 		o=$(cmp <(rd "$RD0" $((start * 512)) $((len * 512))) <(rd "$loop2" $((start * 512)) $((len * 512)))) ||
 			fail "sector_size $ss: the device's ciphertext differs from dm-crypt's: $o"
-		rd "$RD0" $((start * 512)) 1048576 | cmp -s - "$data" && fail "sector_size $ss: plaintext on the device"
+		rd "$RD0" $((start * 512)) $size | cmp -s - "$data" && fail "sector_size $ss: plaintext on the device"
 		d0=$(counter units_decrypted)
-		rd /dev/mapper/rs_hw 0 1048576 | cmp -s - "$data" || fail "sector_size $ss: read back differs"
+		rd /dev/mapper/rs_hw 0 $size | cmp -s - "$data" || fail "sector_size $ss: read back differs"
 		d1=$(counter units_decrypted)
-		[ $((d1 - d0)) = $((1048576 / ss)) ] ||
-			fail "sector_size $ss: the device decrypted $((d1 - d0)) data units, not $((1048576 / ss))"
+		[ $((d1 - d0)) = $((size / ss)) ] ||
+			fail "sector_size $ss: the device decrypted $((d1 - d0)) data units, not $((size / ss))"
 		echo "sector_size $ss: $((e1 - e0)) units encrypted by the device, ciphertext equals the fallback's and dm-crypt's"
 		dmsetup remove rs_hw
 		dmsetup remove rs_sw
@@ -216,6 +223,7 @@ test_reload_refused() {
 	dmsetup create rs_top --table "0 16384 $ICRYPT aes-xts-plain64 $(hexkey) 0 /dev/mapper/rs_lin 0"
 	table=$(dmsetup table rs_lin)
 	loop=$(make_loop 8)
+	udevadm settle 2>/dev/null || true
 	mark="dm-rust selftest: reload $RANDOM"
 	echo "$mark" >/dev/kmsg
 	if dmsetup reload rs_lin --table "0 16384 $LINEAR $loop 0" 2>"$SCRATCH/err"; then

@@ -5,7 +5,7 @@
 # checks that it will load on the lab's kernel: every undefined symbol is exported by the kernel
 # or its modules (Module.symvers), and the vermagic equals that of Debian's own modules.
 # Output: build/dm_rust.ko and the tests' build/dm_rust_test_inline.ko (RAM disks with inline
-# encryption, rust/test_inline/; never packaged); with FLAVOUR=debug, build/debug/dm_rust.ko against the lab's debug kernel
+# encryption, rust/test_inline/; never packaged; not built with DM_RUST_TESTS empty); with FLAVOUR=debug, build/debug/dm_rust.ko against the lab's debug kernel
 # (scripts/lab.sh, FLAVOUR=debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,8 @@ eval "$(scripts/lab.sh env)"
 out=build${FLAVOUR:+/$FLAVOUR}
 
 die() { printf 'build: error: %s\n' "$*" >&2; exit 1; }
+# DM_RUST_TESTS= (empty) leaves the test module out (check-mutants' builds of dm_rust.ko mutants).
+tests=${DM_RUST_TESTS-m}
 
 # Build from a copy of the sources inside the root filesystem, so the repository stays clean and
 # nothing needs to stay mounted in the root that the guest shares. Each checkout has its own build
@@ -28,10 +30,10 @@ cp -a Kbuild include rust "$src/"
 # objtool reads /proc; unmount it again afterwards, since the guest shares this root.
 mountpoint -q "$ROOTFS/proc" || { mount -t proc proc "$ROOTFS/proc"; trap 'umount -l "$ROOTFS/proc"' EXIT; }
 chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
-	make -C "$KDIR_IN_ROOT" M="/build/$name" $KMAKE_VARS KERNELRELEASE="$KREL" DM_RUST_TESTS=m -j"$(nproc)" modules
+	make -C "$KDIR_IN_ROOT" M="/build/$name" $KMAKE_VARS KERNELRELEASE="$KREL" DM_RUST_TESTS="$tests" -j"$(nproc)" modules
 cp "$src/dm_rust.ko" "$out/dm_rust.ko"
-cp "$src/dm_rust_test_inline.ko" "$out/dm_rust_test_inline.ko"
+[ -z "$tests" ] || cp "$src/dm_rust_test_inline.ko" "$out/dm_rust_test_inline.ko"
 
 # Loadability checks (shared with the Debian packages' builds).
 scripts/check-module.sh "$out/dm_rust.ko" "$KDIR/Module.symvers" "$KREL" "$ROOTFS/lib/modules/$KREL"
-scripts/check-module.sh "$out/dm_rust_test_inline.ko" "$KDIR/Module.symvers" "$KREL" "$ROOTFS/lib/modules/$KREL"
+[ -z "$tests" ] || scripts/check-module.sh "$out/dm_rust_test_inline.ko" "$KDIR/Module.symvers" "$KREL" "$ROOTFS/lib/modules/$KREL"

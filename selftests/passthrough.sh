@@ -33,13 +33,15 @@ hexkey() {
 	od -An -tx1 -N64 /dev/urandom | tr -d ' \n'
 }
 
-# rd <dev> <byte offset> <bytes>, wr <dev> <byte offset> <file>: direct I/O in 1 MiB requests.
+# rd <dev> <byte offset> <bytes>, wr <dev> <byte offset> <file>: direct I/O in 64 KiB requests;
+# sizes are multiples of 64 KiB (dd writes a last block shorter than bs without O_DIRECT, through
+# the page cache, which writes whole pages back: more data units than the test wrote).
 rd() {
-	dd if="$1" bs=1M iflag=direct,skip_bytes,count_bytes skip="$2" count="$3" status=none
+	dd if="$1" bs=64K iflag=direct,skip_bytes,count_bytes skip="$2" count="$3" status=none
 }
 
 wr() {
-	dd if="$3" of="$1" bs=1M oflag=direct,seek_bytes seek="$2" conv=notrunc status=none
+	dd if="$3" of="$1" bs=64K oflag=direct,seek_bytes seek="$2" conv=notrunc status=none
 }
 
 dm_node() {

@@ -193,6 +193,11 @@ impl Integrity {
         self.spb << 9
     }
 
+    /// log2 of [`Self::block_bytes`]: blocks are counted with shifts, not divisions.
+    fn block_shift(&self) -> u32 {
+        self.spb.trailing_zeros() + 9
+    }
+
     /// Computes the tag of the block at logical `sector` whose data `feed` hashes into the
     /// descriptor: the hash of the salt (with `fix_hmac`), the sector number (little-endian)
     /// and the data, zero-padded or cut to the tag size.
@@ -296,7 +301,7 @@ impl Integrity {
     /// Checks a read's data against its tags; `Err` with the status to fail it with.
     fn verify_read(&self, ti: &Ti<Self>, io: &DoneIo<'_>, sector: u64, s: &MaySleep<'_>) -> Result<(), u8> {
         let ts = self.tag_size;
-        let blocks = (io.size() / self.block_bytes()) as usize;
+        let blocks = (io.size() >> self.block_shift()) as usize;
         let mut stored = s
             .noio(|| KVec::from_elem(0u8, blocks * ts, GFP_KERNEL))
             .map_err(|_| bindings::DM_RUST_BLK_STS_IOERR)?;
@@ -360,7 +365,7 @@ impl Integrity {
         let bytes = (r.sectors as usize) << 9;
         self.dev.read_sync(s, phys, buf, bytes)?;
         let bb = self.block_bytes() as usize;
-        let blocks = bytes / bb;
+        let blocks = bytes >> self.block_shift();
         let ts = self.tag_size;
         let mut tags = s.noio(|| KVec::from_elem(0u8, blocks * ts, GFP_KERNEL))?;
         for i in 0..blocks {
@@ -575,7 +580,7 @@ impl Target for Integrity {
         self.lock_range(phys, sectors);
         if bio.op() == Op::Write {
             let ts = self.tag_size;
-            let blocks = (sectors / spb) as usize;
+            let blocks = (sectors >> self.spb.trailing_zeros()) as usize;
             let r = s
                 .noio(|| KVec::from_elem(0u8, blocks * ts, GFP_KERNEL))
                 .map_err(|_| ())

@@ -280,8 +280,8 @@ pattern() { yes "$RKEY_MARK" | head -c "$1"; }
 test_random_key_swap() {
 	local loop cgroot cg tmpfs want got swapped writes
 	need_random_key
-	loop=$(make_loop 64)
-	dmsetup create rs_rswap --table "0 131072 crypt aes-xts-plain64 :64:random 0 $loop 0"
+	loop=$(make_loop 32)
+	dmsetup create rs_rswap --table "0 65536 crypt aes-xts-plain64 :64:random 0 $loop 0"
 	cgroot=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
 	if [ -z "$cgroot" ]; then
 		cgroot=$SCRATCH/cgroup
@@ -293,23 +293,24 @@ test_random_key_swap() {
 	# Undone in this order, also if the test fails: the file's swapped pages, the swap, the
 	# cgroup (the trap runs after the function's locals are gone: their values are in it).
 	# shellcheck disable=SC2064
-	trap "rm -f $tmpfs/f; umount $tmpfs 2>/dev/null; swapoff /dev/mapper/rs_rswap 2>/dev/null
-		rmdir $cg 2>/dev/null; [ $cgroot != $SCRATCH/cgroup ] || umount $cgroot" EXIT
+	# Under set -e a failing command in the trap would fail the test: each may fail (done already).
+	trap "set +e; rm -f $tmpfs/f; umount $tmpfs 2>/dev/null; swapoff /dev/mapper/rs_rswap 2>/dev/null
+		rmdir $cg 2>/dev/null; [ $cgroot != $SCRATCH/cgroup ] || umount $cgroot; true" EXIT
 	mkswap /dev/mapper/rs_rswap >/dev/null
 	swapon /dev/mapper/rs_rswap
 	grep -q "^$(readlink -f /dev/mapper/rs_rswap) " /proc/swaps || fail "not in /proc/swaps"
 	grep -qw memory "$cgroot/cgroup.subtree_control" || echo +memory >"$cgroot/cgroup.subtree_control"
 	mkdir "$cg"
-	echo 12M >"$cg/memory.max"
+	echo 8M >"$cg/memory.max"
 	mkdir "$tmpfs"
-	mount -t tmpfs -o size=64M none "$tmpfs"
-	# Written from inside the cgroup: its 24 MiB cannot all stay in 12 MiB.
-	(echo "$BASHPID" >"$cg/cgroup.procs" && pattern 25165824 >"$tmpfs/f")
+	mount -t tmpfs -o size=32M none "$tmpfs"
+	# Written from inside the cgroup: its 16 MiB cannot all stay in 8 MiB.
+	(echo "$BASHPID" >"$cg/cgroup.procs" && pattern 16777216 >"$tmpfs/f")
 	swapped=$(cat "$cg/memory.swap.current")
 	writes=$(disk_stat /dev/mapper/rs_rswap 5)
 	echo "swapped out: $swapped bytes; writes completed on the device: $writes"
 	[ "$swapped" -ge 4194304 ] || fail "less than 4 MiB swapped out: $swapped"
-	want=$(pattern 25165824 | md5sum)
+	want=$(pattern 16777216 | md5sum)
 	got=$(md5sum <"$tmpfs/f")
 	[ "$got" = "$want" ] || fail "the file read back from swap differs"
 	grep -qaF "$RKEY_MARK" "$(losetup -nO BACK-FILE "$loop")" && fail "the disk below holds swapped pages in clear"
@@ -378,35 +379,35 @@ test_random_key_throwaway() {
 	loop=$(make_loop 8)
 	line="0 16384 crypt aes-xts-plain64 :64:random 0 $loop 0"
 	plain=$SCRATCH/plain
-	pattern 1048576 >"$plain"
+	pattern 262144 >"$plain"
 	dmsetup create rs_r1 --table "$line"
 	dmsetup create rs_r2 --table "$line"
 	c1=$SCRATCH/c1 c2=$SCRATCH/c2 c3=$SCRATCH/c3
-	write_at /dev/mapper/rs_r1 0 "$plain"
-	read_at /dev/mapper/rs_r1 0 1048576 | cmp -s - "$plain" || fail "data read back differs"
-	read_at "$loop" 0 1048576 >"$c1"
+	wr /dev/mapper/rs_r1 0 "$plain"
+	rd /dev/mapper/rs_r1 0 262144 | cmp -s - "$plain" || fail "data read back differs"
+	rd "$loop" 0 262144 >"$c1"
 	grep -qaF "$RKEY_MARK" "$c1" && fail "the disk below holds the plaintext"
-	read_at /dev/mapper/rs_r2 0 1048576 | cmp -s - "$plain" && fail "a second device from the same line reads the first's data"
-	write_at /dev/mapper/rs_r2 0 "$plain"
-	read_at "$loop" 0 1048576 >"$c2"
+	rd /dev/mapper/rs_r2 0 262144 | cmp -s - "$plain" && fail "a second device from the same line reads the first's data"
+	wr /dev/mapper/rs_r2 0 "$plain"
+	rd "$loop" 0 262144 >"$c2"
 	cmp -s "$c1" "$c2" && fail "two devices from the same line wrote the same ciphertext"
 	dmsetup remove rs_r1 rs_r2
 
 	dmsetup create rs_r3 --table "$line"
-	write_at /dev/mapper/rs_r3 0 "$plain"
-	read_at "$loop" 0 1048576 >"$c3"
+	wr /dev/mapper/rs_r3 0 "$plain"
+	rd "$loop" 0 262144 >"$c3"
 	exec 3</dev/mapper/rs_r3
 	dmsetup remove --deferred rs_r3
 	dmsetup info rs_r3 | grep -q "DEFERRED REMOVE" || fail "no deferred removal: $(dmsetup info rs_r3)"
 	# What the random key cannot prevent: while open, the device can be opened again and read.
-	read_at /dev/mapper/rs_r3 0 1048576 | cmp -s - "$plain" || fail "a new open before the last close reads something else"
+	rd /dev/mapper/rs_r3 0 262144 | cmp -s - "$plain" || fail "a new open before the last close reads something else"
 	exec 3<&-
 	wait_for 10 eval '! dmsetup info rs_r3 >/dev/null 2>&1' || fail "rs_r3 still there after its last close"
 	dmsetup mknodes
 	dmsetup create rs_r4 --table "$line"
-	read_at "$loop" 0 1048576 | cmp -s - "$c3" || fail "the ciphertext on the disk changed"
-	read_at /dev/mapper/rs_r4 0 1048576 | cmp -s - "$plain" && fail "a new device with the same line reads the old data"
-	read_at /dev/mapper/rs_r4 0 1048576 | grep -qaF "$RKEY_MARK" && fail "a new device with the same line reads old plaintext"
+	rd "$loop" 0 262144 | cmp -s - "$c3" || fail "the ciphertext on the disk changed"
+	rd /dev/mapper/rs_r4 0 262144 | cmp -s - "$plain" && fail "a new device with the same line reads the old data"
+	rd /dev/mapper/rs_r4 0 262144 | grep -qaF "$RKEY_MARK" && fail "a new device with the same line reads old plaintext"
 	return 0
 }
 

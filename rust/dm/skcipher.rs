@@ -55,6 +55,17 @@ impl SecretBuf {
         // SAFETY: the buffer is ours and `len` bytes long.
         unsafe { bindings::get_random_bytes(self.0.as_mut_ptr().cast(), self.0.len()) };
     }
+
+    /// Fills the secret with random bytes from the kernel's random source once it is seeded
+    /// (`get_random_bytes_wait`): for a key nobody else will ever know. Waiting may sleep; a
+    /// signal interrupts it, and the error is returned with the secret still zero.
+    pub fn randomize_seeded(&mut self, _s: &MaySleep<'_>) -> Result {
+        // SAFETY: no precondition; it sleeps until the random source is seeded (allowed by `_s`)
+        // and returns at once after that.
+        to_result(unsafe { bindings::wait_for_random_bytes() })?;
+        self.randomize();
+        Ok(())
+    }
 }
 
 impl Drop for SecretBuf {

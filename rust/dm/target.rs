@@ -392,6 +392,19 @@ impl<'a> TargetCtx<'a> {
         unsafe { (*self.ti).len }
     }
 
+    /// Size in sectors of the mapped device the table is loaded into, as its live table makes it:
+    /// 0 while it has none (a new device, before its first resume). Device-mapper sets it when it
+    /// swaps a table in, and a table has at least one target of at least one sector.
+    pub fn mapped_device_sectors(&self) -> u64 {
+        // SAFETY: `ti` is live for the constructor call and belongs to the table being loaded,
+        // which belongs to a mapped device that outlives the load; `dm_disk` returns the device's
+        // gendisk, whose `part0` lives as long as it.
+        unsafe {
+            let md = bindings::dm_table_get_md((*self.ti).table);
+            bindings::dm_rust_bdev_nr_sectors((*bindings::dm_disk(md)).part0)
+        }
+    }
+
     fn mode(&self) -> bindings::blk_mode_t {
         // SAFETY: `ti` is live for the constructor call and belongs to the table being loaded.
         unsafe { bindings::dm_table_get_mode((*self.ti).table) }

@@ -260,6 +260,10 @@ test_bad_tables() {
 		expect_table_refused rs_bad "IV mode lmk is not supported" "0 16384 crypt aes-cbc-lmk $KEY32 0 $loop 0"
 		expect_table_refused rs_bad "(authenticated encryption) is not supported" \
 			"0 16384 crypt aes-xts-plain64 $KEY64 0 $loop 0 1 integrity:32:none"
+		# A keyring key of a size no memory holds: refused, and no allocation warning in the log
+		# (the run's kernel-log gate).
+		expect_table_refused rs_bad "Error decoding and setting key" \
+			"0 16384 crypt aes-xts-plain64 :2000000000:logon:rs-selftest-missing 0 $loop 0"
 	fi
 	# And the target still works afterwards.
 	dmsetup create rs_ok --table "0 16384 crypt aes-xts-plain64 $KEY64 0 $loop 0"

@@ -13,6 +13,7 @@
 use core::ptr::NonNull;
 
 use kernel::error::{from_err_ptr, to_result};
+use kernel::alloc::flags::__GFP_NOWARN;
 use kernel::ffi::c_void;
 use kernel::prelude::*;
 
@@ -30,7 +31,9 @@ pub struct SecretBuf(KVec<u8>);
 impl SecretBuf {
     /// `len` zero bytes.
     pub fn new(len: usize) -> Result<Self> {
-        Ok(Self(KVec::from_elem(0u8, len, GFP_KERNEL)?))
+        // The size comes from a table line (`:<size>:logon:...` takes up to 2^31 - 1): an
+        // impossible one is an error for that line, not a warning in the kernel log.
+        Ok(Self(KVec::from_elem(0u8, len, GFP_KERNEL | __GFP_NOWARN)?))
     }
 
     /// The secret.

@@ -194,9 +194,6 @@ fn refuse_unimplemented(t: &IntegrityTable<'_>) -> Result<(), CtrError> {
     if t.internal_hash().is_none() {
         return e(c"Tags from the layer above (no internal_hash) are not implemented in integrity-rs");
     }
-    if t.discard_keyed() {
-        return e(c"allow_discards_keyed is not implemented in integrity-rs");
-    }
     Ok(())
 }
 
@@ -534,6 +531,14 @@ impl Target for Integrity {
         let mut tfm = Shash::new(alg).map_err(|e| CtrError::new(e, c"Invalid internal hash"))?;
         set_internal_hash_key(&mut tfm, spec)?;
         let tag_size = t.check(Some(tfm.digest_size() as u32))?;
+        // After dm-integrity's own checks, so that an unkeyed hash gets its message ("Keyed
+        // discard can only be used with keyed internal hash").
+        if t.discard_keyed() {
+            return Err(CtrError::new(
+                EOPNOTSUPP,
+                c"allow_discards_keyed is not implemented in integrity-rs",
+            ));
+        }
 
         // The superblock: refused unless it is one, for this table, and fits the device.
         let start = t.start();

@@ -95,6 +95,7 @@ unsigned int dm_rust_crypto_shash_digestsize(struct crypto_shash *tfm);
 unsigned int dm_rust_crypto_shash_descsize(struct crypto_shash *tfm);
 const char *dm_rust_crypto_shash_alg_name(struct crypto_shash *tfm);
 void dm_rust_crypto_free_shash(struct crypto_shash *tfm);
+bool dm_rust_crypto_shash_need_key(struct crypto_shash *tfm);
 struct key *dm_rust_request_user_key(const char *description);
 const struct user_key_payload *dm_rust_user_key_payload_locked(const struct key *key);
 struct file *dm_rust_get_file(struct file *f);

@@ -159,6 +159,11 @@ void dm_rust_crypto_free_shash(struct crypto_shash *tfm)
 	crypto_free_shash(tfm);
 }
 
+bool dm_rust_crypto_shash_need_key(struct crypto_shash *tfm)
+{
+	return crypto_shash_get_flags(tfm) & CRYPTO_TFM_NEED_KEY;
+}
+
 struct key *dm_rust_request_user_key(const char *description)
 {
 	return request_key(&key_type_user, description, NULL);

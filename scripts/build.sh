@@ -18,7 +18,7 @@ tests=${DM_RUST_TESTS-m}
 
 # Build from a copy of the sources inside the root filesystem, so the repository stays clean and
 # nothing needs to stay mounted in the root that the guest shares. Each checkout has its own build
-# directory there, and one build at a time uses the lab (builds share its /proc mount).
+# directory there; one build at a time uses the lab.
 name=dm-rust-$(printf '%s' "$PWD" | md5sum | cut -c1-8)${FLAVOUR:+-$FLAVOUR}
 src=$ROOTFS/build/$name
 mkdir -p "$out"
@@ -27,9 +27,10 @@ flock 9
 rm -rf "$src"
 mkdir -p "$src"
 cp -a Kbuild include rust "$src/"
-# objtool reads /proc; unmount it again afterwards, since the guest shares this root.
-mountpoint -q "$ROOTFS/proc" || { mount -t proc proc "$ROOTFS/proc"; trap 'umount -l "$ROOTFS/proc"' EXIT; }
-chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+# objtool reads /proc: the build mounts it in a mount namespace of its own, where neither the guests
+# sharing this root nor a `lab.sh setup` (which unmounts the root's /proc when it ends) touch it.
+unshare --mount --propagation private /bin/sh -c 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"' \
+	"$ROOTFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
 	make -C "$KDIR_IN_ROOT" M="/build/$name" $KMAKE_VARS KERNELRELEASE="$KREL" DM_RUST_TESTS="$tests" -j"$(nproc)" modules
 cp "$src/dm_rust.ko" "$out/dm_rust.ko"
 [ -z "$tests" ] || cp "$src/dm_rust_test_inline.ko" "$out/dm_rust_test_inline.ko"

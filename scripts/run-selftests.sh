@@ -75,6 +75,8 @@ boot() {
 		if [ ! -s "$progress" ]; then
 			[ $((now - $(cat "$started"))) -lt "$BOOT_TIMEOUT" ] ||
 				hung="the guest did not start the tests within $BOOT_TIMEOUT s"
+			# A panic while booting may leave the guest spinning: no need to wait for the timeout.
+			grep -q 'Kernel panic' "$console" 2>/dev/null && hung="the guest's kernel panicked while booting"
 		elif [ $((now - $(stat -c %Y "$progress"))) -ge "$STALL_TIMEOUT" ]; then
 			hung="no progress for $STALL_TIMEOUT s, in: $(tail -n 1 "$progress")"
 		fi
@@ -109,7 +111,8 @@ boot "$@"
 # seconds, before any test: "Oops: int3" in the middle of the kernel's own code patching (a
 # breakpoint the other vCPU still executes after the patch is done: QEMU's TCG and cross-modifying
 # code), then a panic. No test had started, so one more boot hides nothing; it is said and kept.
-if [ ! -s "$progress" ] && [ -z "$hung" ] && grep -q 'Kernel panic' "$console" 2>/dev/null; then
+# A panicked guest may also hang instead of exiting: the watch above then ends it.
+if [ ! -s "$progress" ] && grep -q 'Kernel panic' "$console" 2>/dev/null; then
 	keep "the guest's kernel crashed while booting, before any test ($(grep -m1 -E 'Oops|BUG|panic' "$console"))"
 	echo "run-selftests: booting again"
 	boot "$@"

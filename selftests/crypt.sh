@@ -9,6 +9,7 @@
 #   beside the kernel's dm_crypt ("crypt").
 # DM_RUST_IMPL=kernel: the kernel's dm_crypt everywhere (the comparisons then compare it with
 #   itself): the reference run, which shows that what the tests expect is what dm-crypt does.
+#   The random_key_* tests skip there: the random key (:<bytes>:random) is ours only.
 cd "$(dirname "$0")" && . ./lib.sh
 
 CRYPT_BLOCK_CONF=/etc/modprobe.d/dm-rust-selftest-crypt.conf
@@ -259,9 +260,159 @@ test_bad_tables() {
 		expect_table_refused rs_bad "IV mode lmk is not supported" "0 16384 crypt aes-cbc-lmk $KEY32 0 $loop 0"
 		expect_table_refused rs_bad "(authenticated encryption) is not supported" \
 			"0 16384 crypt aes-xts-plain64 $KEY64 0 $loop 0 1 integrity:32:none"
+		# A keyring key of a size no memory holds: refused, and no allocation warning in the log
+		# (the run's kernel-log gate).
+		expect_table_refused rs_bad "Error decoding and setting key" \
+			"0 16384 crypt aes-xts-plain64 :2000000000:logon:rs-selftest-missing 0 $loop 0"
 	fi
 	# And the target still works afterwards.
 	dmsetup create rs_ok --table "0 16384 crypt aes-xts-plain64 $KEY64 0 $loop 0"
+}
+
+# The random key, :<bytes>:random (ours only; dm-crypt refuses the form).
+need_random_key() {
+	[ "$DM_RUST_IMPL" = rust ] || skip "the kernel's dm-crypt has no random key option"
+	need_upstream
+}
+
+# Plaintext that can be looked for on the disk below.
+RKEY_MARK='dm-rust random key plaintext marker 0123456789'
+pattern() { yes "$RKEY_MARK" | head -c "$1"; }
+
+# Swap on a device with a random key: pages of a tmpfs file squeezed out of a memory cgroup go
+# to it and come back intact; the disk below never holds them in clear.
+test_random_key_swap() {
+	local loop cgroot cg tmpfs want got swapped writes
+	need_random_key
+	loop=$(make_loop 32)
+	dmsetup create rs_rswap --table "0 65536 crypt aes-xts-plain64 :64:random 0 $loop 0"
+	cgroot=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+	if [ -z "$cgroot" ]; then
+		cgroot=$SCRATCH/cgroup
+		mkdir "$cgroot"
+		mount -t cgroup2 none "$cgroot"
+	fi
+	cg=$cgroot/rs_rswap
+	tmpfs=$SCRATCH/tmpfs
+	# Undone in this order, also if the test fails: the file's swapped pages, the swap, the
+	# cgroup (the trap runs after the function's locals are gone: their values are in it).
+	# shellcheck disable=SC2064
+	# Under set -e a failing command in the trap would fail the test: each may fail (done already).
+	trap "set +e; rm -f $tmpfs/f; umount $tmpfs 2>/dev/null; swapoff /dev/mapper/rs_rswap 2>/dev/null
+		rmdir $cg 2>/dev/null; [ $cgroot != $SCRATCH/cgroup ] || umount $cgroot; true" EXIT
+	mkswap /dev/mapper/rs_rswap >/dev/null
+	swapon /dev/mapper/rs_rswap
+	grep -q "^$(readlink -f /dev/mapper/rs_rswap) " /proc/swaps || fail "not in /proc/swaps"
+	grep -qw memory "$cgroot/cgroup.subtree_control" || echo +memory >"$cgroot/cgroup.subtree_control"
+	mkdir "$cg"
+	echo 8M >"$cg/memory.max"
+	mkdir "$tmpfs"
+	mount -t tmpfs -o size=32M none "$tmpfs"
+	# Written from inside the cgroup: its 16 MiB cannot all stay in 8 MiB.
+	(echo "$BASHPID" >"$cg/cgroup.procs" && pattern 16777216 >"$tmpfs/f")
+	swapped=$(cat "$cg/memory.swap.current")
+	writes=$(disk_stat /dev/mapper/rs_rswap 5)
+	echo "swapped out: $swapped bytes; writes completed on the device: $writes"
+	[ "$swapped" -ge 4194304 ] || fail "less than 4 MiB swapped out: $swapped"
+	want=$(pattern 16777216 | md5sum)
+	got=$(md5sum <"$tmpfs/f")
+	[ "$got" = "$want" ] || fail "the file read back from swap differs"
+	grep -qaF "$RKEY_MARK" "$(losetup -nO BACK-FILE "$loop")" && fail "the disk below holds swapped pages in clear"
+	[ "$(table_key --showkeys rs_rswap)" = ":64:random" ] || fail "table: $(dmsetup table --showkeys rs_rswap)"
+	rm "$tmpfs/f"
+	umount "$tmpfs"
+	swapoff /dev/mapper/rs_rswap
+	rmdir "$cg"
+}
+
+# The table shows :64:random, never the key; the key cannot be set or replaced by a reload;
+# key wipe ends the device; sizes the form does not allow are refused with a reason.
+test_random_key_table() {
+	local loop mm line want data
+	need_random_key
+	loop=$(make_loop 8)
+	mm=$(majmin "$loop")
+	line="0 16384 crypt aes-xts-plain64 :64:random 0 $loop 0"
+	dmsetup create rs_rtab --table "$line"
+	want="0 16384 crypt aes-xts-plain64 :64:random 0 $mm 0"
+	[ "$(dmsetup table rs_rtab)" = "$want" ] || fail "table: '$(dmsetup table rs_rtab)'"
+	[ "$(dmsetup table --showkeys rs_rtab)" = "$want" ] || fail "--showkeys: '$(dmsetup table --showkeys rs_rtab)'"
+	data=$(random_file 65536)
+	write_at /dev/mapper/rs_rtab 0 "$data"
+	# A reload would put a new key under the data: refused, live or suspended, whatever the
+	# live table is.
+	expect_reload_refused rs_rtab "$line"
+	dmsetup suspend rs_rtab
+	expect_reload_refused rs_rtab "$line"
+	dmsetup message rs_rtab 0 key set "$KEY64" 2>/dev/null && fail "key set accepted on a random-key device"
+	dmesg | tail -n 3 | grep -q "key set refused: the key is random" || fail "no log line for the refused key set"
+	dmsetup resume rs_rtab
+	read_at /dev/mapper/rs_rtab 0 65536 | cmp -s - "$data" || fail "data differs after the refused reloads"
+	dmsetup create rs_rlive --table "0 16384 crypt aes-xts-plain64 $KEY64 0 $loop 0"
+	expect_reload_refused rs_rlive "$line"
+	# key wipe: for good (no key set can follow), the table still shows no key.
+	dmsetup suspend rs_rtab
+	dmsetup message rs_rtab 0 key wipe
+	[ "$(dmsetup table --showkeys rs_rtab)" = "$want" ] || fail "after key wipe: '$(dmsetup table --showkeys rs_rtab)'"
+	dmsetup resume rs_rtab 2>/dev/null && fail "resume accepted after key wipe"
+	dmsetup remove rs_rtab
+	expect_table_refused rs_rbad "Invalid random key size (1 to 512 bytes)" "0 16384 crypt aes-xts-plain64 :0:random 0 $loop 0"
+	expect_table_refused rs_rbad "Invalid random key size (1 to 512 bytes)" "0 16384 crypt aes-xts-plain64 :513:random 0 $loop 0"
+	expect_table_refused rs_rbad "Random key size not accepted by the cipher" "0 16384 crypt aes-xts-plain64 :16:random 0 $loop 0"
+	expect_table_refused rs_rbad "Invalid random key (the form is :<bytes>:random)" "0 16384 crypt aes-xts-plain64 :64:random:x 0 $loop 0"
+}
+
+# expect_reload_refused <device> <table>: dmsetup reload fails with the random key's reason, and
+# no inactive table is left.
+expect_reload_refused() {
+	local mark="dm-rust selftest: reload $1 $RANDOM"
+	echo "$mark" >/dev/kmsg
+	dmsetup reload "$1" --table "$2" 2>/dev/null && fail "reload of '$2' onto $1 was accepted"
+	dmesg | sed -n "/$mark/,\$p" | grep -q "A random key needs a new device: this one has a live table" ||
+		fail "no reason logged for the refused reload: $(dmesg | tail -n 2)"
+	dmsetup info "$1" | grep -q INACTIVE && fail "$1 has an inactive table"
+	return 0
+}
+
+# Two devices made from one table line have different keys; after dmsetup remove --deferred the
+# device goes at its last close (new opens until then are still allowed: device-mapper's rule),
+# and a new device with the same line cannot read what is still on the disk.
+test_random_key_throwaway() {
+	local loop line plain c1 c2 c3
+	need_random_key
+	loop=$(make_loop 8)
+	line="0 16384 crypt aes-xts-plain64 :64:random 0 $loop 0"
+	plain=$SCRATCH/plain
+	pattern 262144 >"$plain"
+	dmsetup create rs_r1 --table "$line"
+	dmsetup create rs_r2 --table "$line"
+	c1=$SCRATCH/c1 c2=$SCRATCH/c2 c3=$SCRATCH/c3
+	wr /dev/mapper/rs_r1 0 "$plain"
+	rd /dev/mapper/rs_r1 0 262144 | cmp -s - "$plain" || fail "data read back differs"
+	rd "$loop" 0 262144 >"$c1"
+	grep -qaF "$RKEY_MARK" "$c1" && fail "the disk below holds the plaintext"
+	rd /dev/mapper/rs_r2 0 262144 | cmp -s - "$plain" && fail "a second device from the same line reads the first's data"
+	wr /dev/mapper/rs_r2 0 "$plain"
+	rd "$loop" 0 262144 >"$c2"
+	cmp -s "$c1" "$c2" && fail "two devices from the same line wrote the same ciphertext"
+	dmsetup remove rs_r1 rs_r2
+
+	dmsetup create rs_r3 --table "$line"
+	wr /dev/mapper/rs_r3 0 "$plain"
+	rd "$loop" 0 262144 >"$c3"
+	exec 3</dev/mapper/rs_r3
+	dmsetup remove --deferred rs_r3
+	dmsetup info rs_r3 | grep -q "DEFERRED REMOVE" || fail "no deferred removal: $(dmsetup info rs_r3)"
+	# What the random key cannot prevent: while open, the device can be opened again and read.
+	rd /dev/mapper/rs_r3 0 262144 | cmp -s - "$plain" || fail "a new open before the last close reads something else"
+	exec 3<&-
+	wait_for 10 eval '! dmsetup info rs_r3 >/dev/null 2>&1' || fail "rs_r3 still there after its last close"
+	dmsetup mknodes
+	dmsetup create rs_r4 --table "$line"
+	rd "$loop" 0 262144 | cmp -s - "$c3" || fail "the ciphertext on the disk changed"
+	rd /dev/mapper/rs_r4 0 262144 | cmp -s - "$plain" && fail "a new device with the same line reads the old data"
+	rd /dev/mapper/rs_r4 0 262144 | grep -qaF "$RKEY_MARK" && fail "a new device with the same line reads old plaintext"
+	return 0
 }
 
 restore_crypt() {
@@ -272,7 +423,7 @@ restore_crypt() {
 	rmmod dm_crypt 2>/dev/null || true
 }
 
-ktap_plan 7
+ktap_plan 10
 use_upstream_crypt || echo "# setting up the crypt target failed"
 run_test plain_open test_plain_open
 run_test page_cache_stays_plain test_page_cache_stays_plain
@@ -280,6 +431,9 @@ run_test luks2_filesystem test_luks2_filesystem
 run_test key_messages test_key_messages
 run_test table_output test_table_output
 run_test bad_tables test_bad_tables
+run_test random_key_swap test_random_key_swap
+run_test random_key_table test_random_key_table
+run_test random_key_throwaway test_random_key_throwaway
 OURS= THEIRS=
 use_both || echo "# setting up both crypt targets failed"
 run_test same_ciphertext_as_kernel test_same_ciphertext_as_kernel

@@ -160,21 +160,27 @@ test_require_signatures_parameter() {
 }
 
 # dm_verity.require_signatures=1 on the kernel command line (a bind mount over /proc/cmdline
-# stands in for a boot with it) is honoured by whatever modprobe dm-verity loads.
+# stands in for a boot with it) is honoured by whatever modprobe dm-verity loads; and, for ours,
+# also when dm_rust is loaded by its own name (modprobe dm_rust, as for another of its targets:
+# modprobe then passes it no dm_verity.* option, dm_rust reads the command line itself).
 test_require_signatures_cmdline() {
-	local fake
+	local fake how
 	cleanup_devices
 	fake=$(scratch cmdline)
 	printf '%s dm_verity.require_signatures=1\n' "$(cat /proc/cmdline)" >"$fake"
-	case $VERITY_IMPL in kernel) rmmod dm_verity ;; *) rmmod dm_rust ;; esac
-	mount --bind "$fake" /proc/cmdline
-	local r=0
-	modprobe dm-verity || r=$?
-	umount /proc/cmdline
-	[ $r -eq 0 ] || fail "modprobe dm-verity failed"
-	if open_image 2>/dev/null; then
-		fail "an unsigned table was accepted with dm_verity.require_signatures=1 on the command line"
-	fi
+	for how in dm-verity $([ "$VERITY_IMPL" = kernel ] || echo dm_rust); do
+		case $VERITY_IMPL in kernel) rmmod dm_verity ;; *) rmmod dm_rust ;; esac
+		mount --bind "$fake" /proc/cmdline
+		local r=0
+		modprobe "$how" || r=$?
+		umount /proc/cmdline
+		[ $r -eq 0 ] || fail "modprobe $how failed"
+		verity_registered || fail "no verity target after modprobe $how"
+		if open_image 2>/dev/null; then
+			fail "modprobe $how: an unsigned table was accepted with dm_verity.require_signatures=1 on the command line"
+		fi
+		echo "modprobe $how: unsigned table refused"
+	done
 	reload_verity
 	open_image || fail "unsigned table refused after reloading without it"
 	veritysetup close rs_ev

@@ -44,7 +44,7 @@ kernel_table() {
 	local dev=$1 hash=$2 t
 	shift 2
 	integritysetup open -I "$hash" --integrity-no-journal "$@" "$dev" rs_k >/dev/null
-	t=$(dmsetup table rs_k)
+	t=$(dmsetup table --showkeys rs_k)
 	integritysetup close rs_k
 	echo "$t" | awk -v n="$INTEG" '{ $3 = n; print }'
 }
@@ -113,6 +113,71 @@ round_trip() {
 test_round_trip_crc32c() { round_trip crc32c; }
 test_round_trip_sha256() { round_trip sha256; }
 
+# hmac_round_trip [--integrity-legacy-hmac]: a volume formatted with a keyed hmac(sha256) (by
+# default with fix_hmac: a salt in the superblock mixed into every tag) and written by the
+# kernel's dm-integrity reads back through $INTEG, which shows the table line the kernel shows;
+# what $INTEG writes reads back through the kernel's. With fix_hmac (the default) also: every
+# block of the device reads through both; with another key every read fails with EILSEQ and is
+# counted; a keyed hash without its key, or a key by keyring reference (which dm-integrity 1.15
+# does not take), and a recalculation the kernel refuses for keys are refused with the kernel's
+# messages. The legacy format runs only the round trip (the rest does not depend on it).
+hmac_round_trip() {
+	local loop key other kopts table hex wrong a b before err full=1
+	[ "${1:-}" != --integrity-legacy-hmac ] || full=
+	loop=$(make_loop 8)
+	key=$(random_file 32)
+	other=$(random_file 32)
+	kopts=(--integrity-key-file "$key" --integrity-key-size 32)
+	fmt "$loop" hmac-sha256 "${kopts[@]}" "$@"
+	# The kernel's target writes first.
+	a=$(random_file 1048576)
+	integritysetup open -I hmac-sha256 --integrity-no-journal "${kopts[@]}" "$loop" rs_k
+	write_at /dev/mapper/rs_k 65536 "$a"
+	table=$(dmsetup table --showkeys rs_k | awk -v n="$INTEG" '{ $3 = n; print }')
+	integritysetup close rs_k
+	echo "# table: $table"
+	hex=$(od -An -tx1 -v "$key" | tr -d ' \n')
+	[[ $table == *" internal_hash:hmac(sha256):$hex"* ]] || fail "no key in the table line"
+	if [ "${1:-}" = --integrity-legacy-hmac ]; then
+		[[ $table != *" fix_hmac"* ]] || fail "fix_hmac with --integrity-legacy-hmac"
+	else
+		[[ $table == *" fix_hmac"* ]] || fail "no fix_hmac in the table line"
+	fi
+	open_ours rs_int "$table"
+	# The table line as the kernel's target shows it, key included.
+	[ "$(dmsetup table --showkeys rs_int)" = "$table" ] || fail "table line: $(dmsetup table --showkeys rs_int)"
+	read_at /dev/mapper/rs_int 65536 1048576 | cmp -s - "$a" || fail "$INTEG reads other data than the kernel's wrote"
+	b=$(random_file 1048576)
+	write_at /dev/mapper/rs_int 2097152 "$b"
+	[ -z "$full" ] || dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "$INTEG finds integrity errors"
+	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches counted: $(dmsetup status rs_int)"
+	dmsetup remove --retry rs_int
+	integritysetup open -I hmac-sha256 --integrity-no-journal "${kopts[@]}" "$loop" rs_k
+	read_at /dev/mapper/rs_k 2097152 1048576 | cmp -s - "$b" || fail "the kernel's dm-integrity reads other data than $INTEG wrote"
+	[ -z "$full" ] || dd if=/dev/mapper/rs_k of=/dev/null bs=1M iflag=direct status=none || fail "the kernel's dm-integrity finds integrity errors"
+	integritysetup close rs_k
+	[ -n "$full" ] || return 0
+	# Another key: every block fails, with EILSEQ.
+	wrong=${table/":$hex"/":$(od -An -tx1 -v "$other" | tr -d ' \n')"}
+	open_ours rs_int "$wrong"
+	udevadm settle 2>/dev/null || true
+	before=$(status_field rs_int 1)
+	err=$(dd if=/dev/mapper/rs_int of=/dev/null bs=4096 skip=16 count=1 iflag=direct 2>&1) &&
+		fail "a read with the wrong key succeeded"
+	echo "# wrong key: $err"
+	[[ $err == *"Invalid or incomplete multibyte or wide character"* ]] || fail "not EILSEQ: $err"
+	[ "$(status_field rs_int 1)" -gt "$before" ] || fail "no mismatch counted: $(dmsetup status rs_int)"
+	dmsetup remove --retry rs_int
+	expect_table_refused rs_int "Error setting internal hash key" "${table/":$hex"/}"
+	expect_table_refused rs_int "Invalid internal_hash argument" "${table/":$hex"/":32:logon:rs_key"}"
+	# fix_hmac without a keyed journal MAC: recalculating is refused (errno EOPNOTSUPP).
+	expect_table_refused rs_int "Recalculating with HMAC is disabled for security reasons" \
+		"$(echo "$table" | awk '{ $8 = $8 + 1; $0 = $0 " recalculate"; print }')"
+}
+
+test_hmac_fix_hmac() { hmac_round_trip; }
+test_hmac_legacy() { hmac_round_trip --integrity-legacy-hmac; }
+
 test_corrupted_sector() {
 	local loop table d off i before bad=5
 	loop=$(make_loop $MB)
@@ -142,6 +207,62 @@ test_corrupted_sector() {
 	dmesg | tail -n 20 | grep -q "Checksum failed at sector 0x$(printf %x $((2048 + bad)))" ||
 		fail "no log line for sector $((2048 + bad))"
 	dmsetup status rs_int
+	dmsetup remove --retry rs_int
+	# Mode R (recovery): the corrupted block reads, unchecked; writes fail; nothing is written.
+	blockdev --flushbufs "$loop"
+	before=$(md5sum <"$loop")
+	open_ours rs_int "$(echo "$table" | awk '{ $7 = "R"; print }')"
+	[ "$(dmsetup table rs_int | awk '{ print $7 }')" = R ] || fail "table line: $(dmsetup table rs_int)"
+	read_at /dev/mapper/rs_int 1048576 8192 >"$SCRATCH/r" || fail "a read in mode R failed"
+	[ "$(cmp -l "$SCRATCH/r" "$d" | wc -l)" = 1 ] || fail "mode R read other data than the corrupted block's"
+	write_at /dev/mapper/rs_int 1048576 "$d" 2>/dev/null && fail "a write in mode R succeeded"
+	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches counted in mode R: $(dmsetup status rs_int)"
+	dmsetup remove --retry rs_int
+	blockdev --flushbufs "$loop"
+	[ "$(md5sum <"$loop")" = "$before" ] || fail "the device changed in mode R"
+}
+
+# allow_discards: a discard across the boundary of two interleave areas (of 4 MiB here) reaches
+# the device below, the discarded blocks read back without an integrity error (unchecked: their
+# tags are the filler), the blocks around them keep their data, and the kernel's target reads the
+# discarded blocks only with allow_discards (the tags are dm-integrity's filler, not tags of the
+# data).
+test_discards() {
+	local loop table d e before k=1048576 z
+	loop=$(make_loop 8)
+	fmt "$loop" crc32c --interleave-sectors 8192
+	table=$(kernel_table "$loop" crc32c --allow-discards)
+	[[ $table == *" allow_discards"* ]] || fail "no allow_discards in the table: $table"
+	open_ours rs_int "$table"
+	[ "$(dmsetup table rs_int)" = "$table" ] || fail "table line: $(dmsetup table rs_int)"
+	d=$(random_file $((4 * k)))
+	write_at /dev/mapper/rs_int $((2 * k)) "$d"
+	before=$(disk_stat "$loop" 12)
+	# Logical sector 8192 (4 MiB) starts the second area.
+	blkdiscard -o $((3 * k)) -l $((2 * k)) /dev/mapper/rs_int || fail "blkdiscard failed"
+	[ "$(disk_stat "$loop" 12)" -ge $((before + 2)) ] || fail "the discard did not reach $loop in two parts"
+	read_at /dev/mapper/rs_int $((3 * k)) $((2 * k)) >"$SCRATCH/discarded" || fail "reading discarded blocks failed"
+	z=$(head -c $((2 * k)) /dev/zero | cmp -s - "$SCRATCH/discarded" && echo zeroes || echo data)
+	echo "# discarded blocks read back as $z"
+	read_at /dev/mapper/rs_int $((2 * k)) $k | cmp -s - <(head -c $k "$d") || fail "data before the discard changed"
+	read_at /dev/mapper/rs_int $((5 * k)) $k | cmp -s - <(tail -c $k "$d") || fail "data after the discard changed"
+	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches: $(dmsetup status rs_int)"
+	# Written again, a discarded block is checked again.
+	e=$(random_file $k)
+	write_at /dev/mapper/rs_int $((4 * k)) "$e"
+	dmsetup remove --retry rs_int
+	# Without allow_discards the filler is no tag of the data (the kernel's target, and ours).
+	integritysetup open -I crc32c --integrity-no-journal "$loop" rs_k
+	read_at /dev/mapper/rs_k $((3 * k)) 4096 >/dev/null 2>&1 && fail "the kernel's target without allow_discards read a discarded block"
+	read_at /dev/mapper/rs_k $((4 * k)) $k | cmp -s - "$e" || fail "the kernel's target reads other data"
+	integritysetup close rs_k
+	open_ours rs_int "$(echo "$table" | awk '{ $8 = $8 - 1; sub(/ allow_discards/, ""); print }')"
+	read_at /dev/mapper/rs_int $((3 * k)) 4096 >/dev/null 2>&1 && fail "$INTEG without allow_discards read a discarded block"
+	dmsetup remove --retry rs_int
+	integritysetup open -I crc32c --integrity-no-journal --allow-discards "$loop" rs_k
+	read_at /dev/mapper/rs_k $((3 * k)) $k | cmp -s - <(head -c $k "$SCRATCH/discarded") ||
+		fail "the kernel's target with allow_discards reads the discarded blocks otherwise"
+	integritysetup close rs_k
 }
 
 # A superblock damaged in <offset> (byte, value) is refused with <message>, and nothing is
@@ -320,10 +441,13 @@ if ! integrity_setup; then
 	run_test setup fail "cannot load dm-integrity and dm_rust without upstream names"
 	ktap_finish
 fi
-ktap_plan 8
+ktap_plan 11
 run_test round_trip_crc32c test_round_trip_crc32c
 run_test round_trip_sha256 test_round_trip_sha256
+run_test hmac_fix_hmac test_hmac_fix_hmac
+run_test hmac_legacy test_hmac_legacy
 run_test corrupted_sector test_corrupted_sector
+run_test discards test_discards
 run_test bad_superblock test_bad_superblock
 run_test racing_reads_and_writes test_racing_reads_and_writes
 run_test recalculate test_recalculate

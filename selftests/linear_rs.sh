@@ -104,7 +104,9 @@ test_suspend_reload_resume_under_io() {
 	loop=$(make_loop 64)
 	majmin=$(lsblk -dno MAJ:MIN "$loop" | tr -d ' ')
 	dmsetup create rs_lin --table "0 65536 $LINEAR $loop 0"
-	data=$(random_file $((24 * 1048576)))
+	# 8 MiB: under emulation the writer still spans the five cycles (wrote_more_or_ended copes
+	# with an earlier end); the fio version of this test is in faults_linear.sh.
+	data=$(random_file $((8 * 1048576)))
 	dd if="$data" of=/dev/mapper/rs_lin bs=65536 oflag=direct status=none &
 	writer=$!
 	for i in 1 2 3 4 5; do
@@ -116,7 +118,7 @@ test_suspend_reload_resume_under_io() {
 		wait_for 60 wrote_more_or_ended "$w" "$writer" || fail "the writer made no progress after resume $i"
 	done
 	wait "$writer" || fail "writer failed"
-	read_at /dev/mapper/rs_lin 0 $((24 * 1048576)) | cmp - "$data" || fail "data lost across suspend/reload/resume"
+	read_at /dev/mapper/rs_lin 0 $((8 * 1048576)) | cmp - "$data" || fail "data lost across suspend/reload/resume"
 	[ "$(dmsetup table rs_lin)" = "0 65536 $LINEAR $majmin 0" ] || fail "table after reloads"
 }
 

@@ -128,8 +128,10 @@ gate kernel_log_clean "$(dmesg | grep -E -- "$KLOG_BAD|ODEBUG" | head -n 20)"
 dmesg >"$BUILD/kernel.log" 2>/dev/null && chmod 644 "$BUILD/kernel.log"
 taint=$(cat /proc/sys/kernel/tainted)
 gate not_tainted "$([ $((taint & ~TAINT_EXPECTED)) = 0 ] || echo "the kernel is tainted ($taint) by more than module loading")"
-# A skip passes only if the README lists it (section "Skips allowed": | script | test | why |).
-allowed=$(awk '/^#+ Skips allowed/ { on = 1; next } on && /^#/ { on = 0 }
+# A skip passes only if the README lists it (section "Skips allowed": | script | test | why |;
+# with --impl=kernel also section "Skips allowed in the reference run", of what only ours has).
+allowed=$(awk -v impl="$impl" '/^#+ Skips allowed$/ { on = 1; next }
+	/^#+ Skips allowed in the reference run$/ { on = impl == "kernel"; next } on && /^#/ { on = 0 }
 	on && /^\| *[^ |-]/ { split($0, f, "|"); s = f[2]; t = f[3]; gsub(/[ `]/, "", s); gsub(/[ `]/, "", t);
 		if (s != "script") print s " " t }' "$README" 2>/dev/null)
 bad_skips=

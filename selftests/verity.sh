@@ -394,18 +394,20 @@ test_bad_tables() {
 	local p="verity 1 $d $h"   # start of the arguments
 	local rest="sha256 $root $salt"
 	local good="0 2048 $p 4096 4096 256 1 $rest"
+	# One or a few values of each kind of bad number: the parser's cases are host-tested
+	# (rust/verity/table.rs); here each message must reach dmsetup's user.
 	expect_table_refused rs_bad "Device must be readonly" "$good"
 	expect_ro_refused "Not enough arguments" "0 2048 $p 4096 4096 256 1 sha256 $root"
 	expect_ro_refused "Not enough arguments" "0 2048 verity"
-	for bad in 2 x -1 1x; do
+	for bad in 2 1x; do
 		expect_ro_refused "Invalid version" "0 2048 verity $bad $d $h 4096 4096 256 1 $rest"
 	done
 	expect_ro_refused "Data device lookup failed" "0 2048 verity 1 /dev/rs_nonexistent $h 4096 4096 256 1 $rest"
 	expect_ro_refused "Hash device lookup failed" "0 2048 verity 1 $d /dev/rs_nonexistent 4096 4096 256 1 $rest"
-	for bad in 1000 256 0 8192 abc 4096x; do
+	for bad in 1000 8192 4096x; do
 		expect_ro_refused "Invalid data device block size" "0 2048 $p $bad 4096 256 1 $rest"
 	done
-	for bad in 3000 256 0 abc; do
+	for bad in 3000 abc; do
 		expect_ro_refused "Invalid hash device block size" "0 2048 $p 4096 $bad 256 1 $rest"
 	done
 	# Hash blocks larger than a page: dm-verity takes them (up to INT_MAX), ours refuses them.
@@ -416,7 +418,7 @@ test_bad_tables() {
 		;;
 	*) expect_ro_refused "Invalid hash device block size" "0 2048 $p 4096 8192 256 1 $rest" ;;
 	esac
-	for bad in abc 12x -1 4611686018427387904; do
+	for bad in 12x 4611686018427387904; do
 		expect_ro_refused "Invalid data blocks" "0 2048 $p 4096 4096 $bad 1 $rest"
 	done
 	# The table maps more sectors than the data blocks hold.
@@ -424,7 +426,7 @@ test_bad_tables() {
 	# More data blocks than the data device holds (the hash device being large enough).
 	big=$(make_loop 1)
 	expect_ro_refused "too small for target" "0 4096 verity 1 $d $(majmin "$big") 4096 4096 512 1 $rest"
-	for bad in abc 1x -1 4611686018427387904; do
+	for bad in 1x 4611686018427387904; do
 		expect_ro_refused "Invalid hash start" "0 2048 $p 4096 4096 256 $bad $rest"
 	done
 	# Hash start beyond the end of the hash device.

@@ -126,6 +126,7 @@ fn table_line(t: &CryptTable<'_>, dev: &str) -> String {
             key_type,
             description,
         },
+        Key::Random => ShownKey::Random { size: t.key_size() },
     };
     let mut out = String::new();
     t.write_table(&mut out, dev, key).unwrap();
@@ -758,7 +759,7 @@ fn messages() {
             .split_whitespace()
             .map(str::as_bytes)
             .collect();
-        Message::parse(&argv, suspended, size)
+        Message::parse(&argv, suspended, size, false)
     };
     assert_eq!(m("key wipe", true, 64), Ok(Message::KeyWipe));
     assert_eq!(m("KEY Wipe", true, 64), Ok(Message::KeyWipe));
@@ -802,4 +803,110 @@ fn messages() {
     ] {
         assert_eq!(m(bad, true, 64), Err(MessageError::Unrecognised), "{bad}");
     }
+}
+
+/// `:<bytes>:random`: a key the kernel generates. The form, its sizes, the lines written back
+/// (never key bytes), the messages.
+#[test]
+fn random_key() {
+    // Accepted: the size is the key's, the kernel is asked to set a key of that size.
+    let mut env = Fake::default();
+    let t = parse_len_env("aes-xts-plain64 :64:random 0 /dev/vdb 0", LEN, &mut env).unwrap();
+    assert_eq!((t.key(), t.key_size()), (Key::Random, 64));
+    assert_eq!(env.calls[1], "key Random 64");
+    for (line, size) in [
+        ("aes-cbc-essiv:sha256 :32:random 0 /dev/vdb 0", 32),
+        ("aes-xts-plain64 :032:random 0 /dev/vdb 0", 32),
+        ("capi:xts(aes)-plain64 :48:random 8 /dev/vdb 0 1 sector_size:4096", 48),
+    ] {
+        let t = parse(line);
+        assert_eq!((t.key(), t.key_size()), (Key::Random, size), "{line}");
+    }
+    // Written back as given, never with key bytes; IMA names the size only.
+    round_trip("aes-xts-plain64 :64:random 0 7:0 0");
+    round_trip("aes-xts-plain64 :64:random 16 253:3 2048 2 allow_discards sector_size:4096");
+    let t = parse("aes-xts-plain64 :64:random 0 /dev/vdb 0");
+    let mut out = String::new();
+    t.write_table(&mut out, "7:0", ShownKey::Random { size: 64 })
+        .unwrap();
+    assert_eq!(out, "aes-xts-plain64 :64:random 0 7:0 0");
+    out.clear();
+    t.write_ima(&mut out).unwrap();
+    assert!(out.ends_with(",cipher_string=aes-xts-plain64,key_size=64,key_parts=1,key_extra_size=0,key_mac_size=0;"));
+
+    // Refused sizes and forms, each with a message saying what is wrong.
+    for line in [
+        "aes-xts-plain64 :0:random 0 /dev/vdb 0",
+        "aes-xts-plain64 :513:random 0 /dev/vdb 0",
+        "aes-xts-plain64 :1000:random 0 /dev/vdb 0",
+        // Would wrap to 64 in sscanf's reading (as a keyring key's size does): not here.
+        "aes-xts-plain64 :4294967360:random 0 /dev/vdb 0",
+        "aes-xts-plain64 :0064:random 0 /dev/vdb 0",
+    ] {
+        assert_eq!(error(line), c"Invalid random key size (1 to 512 bytes)", "{line}");
+    }
+    for line in [
+        "aes-xts-plain64 :64:random:x 0 /dev/vdb 0",
+        "aes-xts-plain64 :64:random: 0 /dev/vdb 0",
+    ] {
+        assert_eq!(error(line), c"Invalid random key (the form is :<bytes>:random)", "{line}");
+    }
+    // The size's syntax is checked first, as for keyring keys; other spellings are not random.
+    assert_eq!(
+        error("aes-xts-plain64 :x:random 0 /dev/vdb 0"),
+        c"Cannot parse key size"
+    );
+    assert_eq!(
+        error("aes-xts-plain64 :-1:random 0 /dev/vdb 0"),
+        c"Cannot parse key size"
+    );
+    for line in [
+        "aes-xts-plain64 :64:Random 0 /dev/vdb 0",
+        "aes-xts-plain64 :64:randomx 0 /dev/vdb 0",
+        "aes-xts-plain64 :64:rand 0 /dev/vdb 0",
+        // A size the cipher does not take (the kernel side says so more precisely).
+        "aes-xts-plain64 :16:random 0 /dev/vdb 0",
+    ] {
+        assert_eq!(error(line), c"Error decoding and setting key", "{line}");
+    }
+    // In dm-crypt's order: the key step comes after the IV mode, before iv_offset.
+    assert_eq!(error("aes-xts-bogus :0:random x /dev/missing x"), c"Invalid IV mode");
+    assert_eq!(
+        error("aes-xts-plain64 :0:random x /dev/missing x"),
+        c"Invalid random key size (1 to 512 bytes)"
+    );
+}
+
+#[test]
+fn random_key_messages() {
+    use dm_rust_pure::crypt::table::{Message, MessageError};
+    let m = |words: &str, suspended: bool, random: bool| {
+        let argv: Vec<&'static [u8]> = String::from(words)
+            .leak()
+            .split_whitespace()
+            .map(str::as_bytes)
+            .collect();
+        Message::parse(&argv, suspended, 64, random)
+    };
+    // A device with a random key: `key wipe` works, `key set` of any key is refused.
+    assert_eq!(m("key wipe", true, true), Ok(Message::KeyWipe));
+    for key in [K64, ":64:logon:k", ":64:random", "-"] {
+        assert_eq!(
+            m(&format!("key set {key}"), true, true),
+            Err(MessageError::RandomKey),
+            "{key}"
+        );
+    }
+    // Still only while suspended, checked first, as every key message.
+    assert_eq!(
+        m(&format!("key set {K64}"), false, true),
+        Err(MessageError::NotSuspended)
+    );
+    assert_eq!(m("key wipe", false, true), Err(MessageError::NotSuspended));
+    // Another device cannot take a random key by `key set`.
+    assert_eq!(m("key set :64:random", true, false), Err(MessageError::BadKey));
+    assert_eq!(
+        m(&format!("key set {K64}"), true, false),
+        Ok(Message::KeySet(Key::Hex(K64.as_bytes())))
+    );
 }

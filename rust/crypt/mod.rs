@@ -12,6 +12,11 @@
 //!
 //! Keys live in [`SecretBuf`]s, wiped when dropped (destruction and every error path) and by the
 //! `key wipe` message; they are never logged.
+//!
+//! A key given as `:<bytes>:random` is made by the constructor from the kernel's random source,
+//! for throw-away devices such as swap: it is never shown (the table says `:<bytes>:random`),
+//! `key set` is refused, and a table with one is refused on a device that already has a live
+//! table, since a reload would silently replace the key under the data.
 
 // Targets are safe Rust: all unsafe code lives in the abstraction (`rust/dm/`).
 #![deny(unsafe_code)]
@@ -83,14 +88,34 @@ struct Env<'c, 'a> {
 }
 
 /// Loads `key` (`size` bytes) into `tfm`: the new key state, or the reason it was refused.
+/// A random key is generated here.
 fn load_key(
     tfm: &Skcipher,
     key: &Key<'_>,
     size: u32,
+    s: &MaySleep<'_>,
 ) -> Result<KeyState, Option<CtrError>> {
     let mut bytes = SecretBuf::new(size as usize).map_err(|_| None)?;
     let keyring = match *key {
         Key::Empty => None,
+        Key::Random => {
+            bytes.randomize_seeded(s).map_err(|e| {
+                Some(CtrError::new(e, c"Interrupted waiting for the random source"))
+            })?;
+            tfm.set_key(bytes.as_slice()).map_err(|_| {
+                Some(CtrError::new(
+                    EINVAL,
+                    c"Random key size not accepted by the cipher",
+                ))
+            })?;
+            // No copy stays in the target: the cipher's key schedule is the only one.
+            bytes.wipe();
+            return Ok(KeyState {
+                bytes,
+                keyring: None,
+                valid: true,
+            });
+        }
         Key::Hex(hex) => {
             parse_hex_exact(hex, bytes.as_mut_slice()).ok_or(None)?;
             None
@@ -158,7 +183,16 @@ impl CryptEnv for Env<'_, '_> {
 
     fn set_key(&mut self, key: &Key<'_>, size: u32) -> Result<(), Refused> {
         let tfm = self.tfm.as_ref().ok_or(Refused)?;
-        match load_key(tfm, key, size) {
+        if matches!(key, Key::Random) && self.ctx.mapped_device_sectors() != 0 {
+            // A live table (the device has a size): a reload with a new random key would make
+            // everything written so far unreadable, under a user that goes on using the device.
+            self.why = Some(CtrError::new(
+                EINVAL,
+                c"A random key needs a new device: this one has a live table",
+            ));
+            return Err(Refused);
+        }
+        match load_key(tfm, key, size, self.ctx.may_sleep()) {
             Ok(k) => {
                 self.key = Some(k);
                 Ok(())
@@ -202,6 +236,8 @@ pub(crate) struct Crypt {
     iv_sector: IvSector,
     sector_size: u32,
     key_size: u32,
+    /// The key is `:<key_size>:random`: shown so, never set by a message.
+    random_key: bool,
     key: Pin<KBox<Mutex<KeyState>>>,
     suspended: AtomicBool,
     saved: SavedArgs,
@@ -284,7 +320,7 @@ impl Target for Crypt {
         let placeholder = match t.key() {
             Key::Empty => KVec::from_elem(b'-', 1, GFP_KERNEL).map_err(nomem)?,
             Key::Hex(h) => KVec::from_elem(b'0', h.len(), GFP_KERNEL).map_err(nomem)?,
-            Key::Keyring { .. } => {
+            Key::Keyring { .. } | Key::Random => {
                 let mut a = args.clone();
                 let _ = a.next(c"");
                 let k = a.next(c"").map_err(nomem)?;
@@ -314,6 +350,7 @@ impl Target for Crypt {
                 iv_sector: IvSector::new(t.iv_offset(), t.sector_size(), t.iv_large_sectors()),
                 sector_size: t.sector_size(),
                 key_size: t.key_size(),
+                random_key: matches!(t.key(), Key::Random),
                 cipher: t.cipher_info(),
                 tfm,
                 key: key_mutex,
@@ -428,7 +465,7 @@ impl Target for Crypt {
         _ti: &Ti<Self>,
         args: &mut Args<'_>,
         _out: &mut StatusWriter<'_>,
-        _s: &MaySleep<'_>,
+        s: &MaySleep<'_>,
     ) -> Result {
         // At most 4 words matter: more is unrecognised anyway.
         let mut words: [&[u8]; 4] = [&[]; 4];
@@ -443,7 +480,7 @@ impl Target for Crypt {
             }
         }
         let suspended = self.suspended.load(Ordering::Acquire);
-        match Message::parse(&words[..n], suspended, self.key_size) {
+        match Message::parse(&words[..n], suspended, self.key_size, self.random_key) {
             Err(MessageError::Unrecognised) => {
                 crypt_log!(pr_warn, "unrecognised message received.");
                 Err(EINVAL)
@@ -453,9 +490,13 @@ impl Target for Crypt {
                 Err(EINVAL)
             }
             Err(MessageError::BadKey) => Err(EINVAL),
+            Err(MessageError::RandomKey) => {
+                crypt_log!(pr_warn, "key set refused: the key is random, made in the kernel.");
+                Err(EINVAL)
+            }
             Ok(Message::KeySet(key)) => {
                 let mut state = self.key.lock();
-                match load_key(&self.tfm, &key, self.key_size) {
+                match load_key(&self.tfm, &key, self.key_size, s) {
                     Ok(new) => {
                         // The old key is wiped as it is dropped.
                         *state = new;
@@ -494,6 +535,9 @@ impl Target for Crypt {
             StatusType::Table => {
                 let state = self.key.lock();
                 let shown = match &state.keyring {
+                    _ if self.random_key => ShownKey::Random {
+                        size: self.key_size,
+                    },
                     Some(k) => ShownKey::Keyring {
                         size: self.key_size,
                         key_type: k.key_type,

@@ -36,6 +36,10 @@ pub const MAX_SECTOR_SIZE: u32 = 4096;
 /// Most optional arguments (dm-crypt's group limit).
 const MAX_OPT_ARGS: u32 = 9;
 
+/// Largest key `:<bytes>:random` makes: far above any skcipher's key (`aes-xts` takes 64 bytes),
+/// small enough never to be a large allocation.
+pub const MAX_RANDOM_KEY_SIZE: u32 = 512;
+
 // dm-crypt's messages.
 const NOT_ENOUGH_ARGS: ArgError = ArgError(c"Not enough arguments");
 const BAD_KEY_SIZE: ArgError = ArgError(c"Cannot parse key size");
@@ -56,6 +60,9 @@ const BAD_AEAD: ArgError = ArgError(c"Invalid AEAD cipher spec");
 const NO_TFM: ArgError = ArgError(c"Error allocating crypto tfm");
 const BAD_IV_MODE: ArgError = ArgError(c"Invalid IV mode");
 const BAD_KEY: ArgError = ArgError(c"Error decoding and setting key");
+// Not dm-crypt's: it has no random key.
+const BAD_RANDOM_KEY_SIZE: ArgError = ArgError(c"Invalid random key size (1 to 512 bytes)");
+const BAD_RANDOM_KEY: ArgError = ArgError(c"Invalid random key (the form is :<bytes>:random)");
 const BAD_IV: ArgError = ArgError(c"Error creating IV");
 const BAD_IV_OFFSET: ArgError = ArgError(c"Invalid iv_offset sector");
 const NO_DEVICE: ArgError = ArgError(c"Device lookup failed");
@@ -150,6 +157,9 @@ pub enum Key<'a> {
         /// Its description.
         description: &'a str,
     },
+    /// `:<size>:random`: a key the constructor generates from the kernel's random source, for a
+    /// throw-away device (not dm-crypt's: it refuses this form). Never shown, never set again.
+    Random,
 }
 
 impl<'a> Key<'a> {
@@ -178,8 +188,18 @@ impl<'a> Key<'a> {
             return Err(BAD_KEY_SIZE);
         }
         let size = u32::try_from(value as u32 as i32).map_err(|_| BAD_KEY_SIZE)?;
-        // `<type>:<description>`, no whitespace, description not empty.
         let spec = &rest[colon + 1..];
+        // `random`: no description; the size is read strictly (no wrapping, at most 3 digits).
+        if spec == b"random" {
+            if colon > 3 || !(1..=MAX_RANDOM_KEY_SIZE).contains(&size) {
+                return Err(BAD_RANDOM_KEY_SIZE);
+            }
+            return Ok((Key::Random, size));
+        }
+        if spec.starts_with(b"random:") {
+            return Err(BAD_RANDOM_KEY);
+        }
+        // `<type>:<description>`, no whitespace, description not empty.
         if size == 0 || spec.iter().any(|c| is_space(*c)) {
             return Err(BAD_KEY);
         }
@@ -214,6 +234,11 @@ pub enum ShownKey<'k> {
         key_type: KeyType,
         /// Its description.
         description: &'k str,
+    },
+    /// A random key: written `:<size>:random`, never its bytes.
+    Random {
+        /// Key size in bytes.
+        size: u32,
     },
 }
 
@@ -516,6 +541,7 @@ impl<'a> CryptTable<'a> {
                 key_type,
                 description,
             } => write!(w, ":{size}:{}:{description}", key_type.name())?,
+            ShownKey::Random { size } => write!(w, ":{size}:random")?,
         }
         write!(w, " {} {dev_name} {}", self.iv_offset, self.start)?;
         let flags = [
@@ -821,14 +847,27 @@ pub enum MessageError {
     /// A key message while the device is not suspended: dm-crypt logs "not suspended during key
     /// manipulation.".
     NotSuspended,
-    /// `key set` with a key dm-crypt cannot parse or of another size (nothing logged).
+    /// `key set` with a key dm-crypt cannot parse or of another size, or a random one (nothing
+    /// logged).
     BadKey,
+    /// `key set` on a device whose key is random: its key is never set from outside the kernel.
+    RandomKey,
 }
 
 impl<'a> Message<'a> {
-    /// Parses a message for a target whose key is `key_size` bytes, `suspended` or not. The
-    /// kernel side still has to load a `key set` key, and refuse it (`EINVAL`) if that fails.
-    pub fn parse(argv: &[&'a [u8]], suspended: bool, key_size: u32) -> Result<Self, MessageError> {
+    /// Parses a message for a target whose key is `key_size` bytes, `suspended` or not, and
+    /// `random` (`:<size>:random`) or not. The kernel side still has to load a `key set` key,
+    /// and refuse it (`EINVAL`) if that fails.
+    ///
+    /// `key set` is refused on a device with a random key (its key never comes from userspace,
+    /// and another key would make its data unreadable), and a random key is refused by `key
+    /// set` (it would replace a key with one that reads nothing back). `key wipe` works on both.
+    pub fn parse(
+        argv: &[&'a [u8]],
+        suspended: bool,
+        key_size: u32,
+        random: bool,
+    ) -> Result<Self, MessageError> {
         let is = |arg: &[u8], word: &str| arg.eq_ignore_ascii_case(word.as_bytes());
         match argv {
             [key, ..] if argv.len() >= 2 && is(key, "key") => {
@@ -836,7 +875,9 @@ impl<'a> Message<'a> {
                     return Err(MessageError::NotSuspended);
                 }
                 match argv {
+                    [_, set, _] if is(set, "set") && random => Err(MessageError::RandomKey),
                     [_, set, new] if is(set, "set") => match Key::parse(new) {
+                        Ok((Key::Random, _)) => Err(MessageError::BadKey),
                         Ok((key, size)) if size == key_size => Ok(Message::KeySet(key)),
                         _ => Err(MessageError::BadKey),
                     },

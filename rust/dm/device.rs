@@ -237,6 +237,11 @@ impl QueueLimits<'_> {
         l.dma_alignment = l.dma_alignment.max(size - 1);
     }
 
+    /// Sets the granularity of discards to `size` bytes (a target that discards whole blocks).
+    pub fn set_discard_granularity(&mut self, size: u32) {
+        self.l.discard_granularity = size;
+    }
+
     /// Limits each segment of a bio to `size` bytes (targets whose clones have pages of their
     /// own, which are not as contiguous as the submitter's, as dm-crypt).
     pub fn set_max_segment_size(&mut self, size: u32) {

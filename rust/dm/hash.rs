@@ -57,6 +57,23 @@ impl Shash {
         unsafe { CStr::from_char_ptr(bindings::dm_rust_crypto_shash_alg_name(self.raw())) }
     }
 
+    /// Sets the key of a keyed hash (`hmac(...)`). Takes `&mut self`: a key is set before the
+    /// transform is shared. The crypto API keeps what it derives from the key in the transform's
+    /// context, which it wipes when the transform is freed (`kfree_sensitive`).
+    pub fn set_key(&mut self, key: &[u8]) -> Result {
+        let len = u32::try_from(key.len()).map_err(|_| EINVAL)?;
+        // SAFETY: the tfm is live and not shared (`&mut self`); `key` is readable for `len` bytes
+        // (the crypto API copies what it needs).
+        to_result(unsafe { bindings::crypto_shash_setkey(self.raw(), key.as_ptr(), len) })
+    }
+
+    /// Whether the algorithm needs a key it has not been given (`CRYPTO_TFM_NEED_KEY`): hashing
+    /// with it would fail.
+    pub fn needs_key(&self) -> bool {
+        // SAFETY: the tfm is live.
+        unsafe { bindings::dm_rust_crypto_shash_need_key(self.raw()) }
+    }
+
     /// A hashing state for this algorithm.
     pub fn desc(&self) -> Desc<'_> {
         let mut d = Desc {

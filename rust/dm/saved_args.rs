@@ -6,10 +6,11 @@
 use kernel::prelude::*;
 
 use super::args::Args;
+use super::skcipher::SecretBuf;
 
 /// The arguments of a table line, copied from the constructor's [`Args`].
 pub struct SavedArgs {
-    bytes: KVec<u8>,
+    bytes: SecretBuf,
     ends: KVec<usize>,
 }
 
@@ -21,18 +22,27 @@ impl SavedArgs {
 
     /// Copies the arguments `args` has not consumed yet, with the one at `replace.0` (counted
     /// from there) replaced by `replace.1`: a key kept out of the copy, say.
-    pub fn with_replaced(args: &Args<'_>, replace: Option<(usize, &[u8])>) -> Result<Self> {
+    pub fn with_replaced<'b>(args: &Args<'b>, replace: Option<(usize, &'b [u8])>) -> Result<Self> {
+        let pick = |arg: &'b [u8], i: usize| match replace {
+            Some((at, with)) if at == i => with,
+            _ => arg,
+        };
+        // The sizes first, then one allocation of each.
+        let (mut total, mut n) = (0usize, 0usize);
         let mut a = args.clone();
-        let (mut bytes, mut ends) = (KVec::new(), KVec::new());
-        let mut i = 0;
         while let Ok(arg) = a.next(c"") {
-            let arg = match replace {
-                Some((at, with)) if at == i => with,
-                _ => arg,
-            };
-            bytes.extend_from_slice(arg, GFP_KERNEL)?;
-            ends.push(bytes.len(), GFP_KERNEL)?;
-            i += 1;
+            total = total.checked_add(pick(arg, n).len()).ok_or(ENOMEM)?;
+            n += 1;
+        }
+        let mut bytes = SecretBuf::new(total)?;
+        let mut ends = KVec::with_capacity(n, GFP_KERNEL)?;
+        let mut a = args.clone();
+        let mut pos = 0;
+        for i in 0..n {
+            let arg = pick(a.next(c"").map_err(|_| EINVAL)?, i);
+            bytes.as_mut_slice()[pos..pos + arg.len()].copy_from_slice(arg);
+            pos += arg.len();
+            ends.push(pos, GFP_KERNEL)?;
         }
         Ok(Self { bytes, ends })
     }
@@ -42,7 +52,7 @@ impl SavedArgs {
         let mut v = KVec::with_capacity(self.ends.len(), GFP_KERNEL)?;
         let mut start = 0;
         for &end in self.ends.iter() {
-            v.push(&self.bytes[start..end], GFP_KERNEL)?;
+            v.push(&self.bytes.as_slice()[start..end], GFP_KERNEL)?;
             start = end;
         }
         Ok(v)

@@ -13,6 +13,7 @@
 use core::ptr::NonNull;
 
 use kernel::error::{from_err_ptr, to_result};
+use kernel::alloc::flags::__GFP_NOWARN;
 use kernel::ffi::c_void;
 use kernel::prelude::*;
 
@@ -30,7 +31,9 @@ pub struct SecretBuf(KVec<u8>);
 impl SecretBuf {
     /// `len` zero bytes.
     pub fn new(len: usize) -> Result<Self> {
-        Ok(Self(KVec::from_elem(0u8, len, GFP_KERNEL)?))
+        // The size comes from a table line (`:<size>:logon:...` takes up to 2^31 - 1): an
+        // impossible one is an error for that line, not a warning in the kernel log.
+        Ok(Self(KVec::from_elem(0u8, len, GFP_KERNEL | __GFP_NOWARN)?))
     }
 
     /// The secret.
@@ -54,6 +57,17 @@ impl SecretBuf {
     pub fn randomize(&mut self) {
         // SAFETY: the buffer is ours and `len` bytes long.
         unsafe { bindings::get_random_bytes(self.0.as_mut_ptr().cast(), self.0.len()) };
+    }
+
+    /// Fills the secret with random bytes from the kernel's random source once it is seeded
+    /// (`get_random_bytes_wait`): for a key nobody else will ever know. Waiting may sleep; a
+    /// signal interrupts it, and the error is returned with the secret still zero.
+    pub fn randomize_seeded(&mut self, _s: &MaySleep<'_>) -> Result {
+        // SAFETY: no precondition; it sleeps until the random source is seeded (allowed by `_s`)
+        // and returns at once after that.
+        to_result(unsafe { bindings::wait_for_random_bytes() })?;
+        self.randomize();
+        Ok(())
     }
 }
 

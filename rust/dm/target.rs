@@ -10,7 +10,7 @@ use kernel::ffi::{c_char, c_int, c_uint, c_void};
 use kernel::prelude::*;
 
 use super::args::{ArgError, Args};
-use super::bio::Bio;
+use super::bio::{Bio, Op};
 use super::blk_crypto::Keys;
 use super::context::MaySleep;
 use super::device::{Device, DeviceVisitor, QueueLimits};
@@ -73,6 +73,28 @@ pub enum MapResult {
     /// write metadata), and decides there; the abstraction then submits or completes the bio.
     /// Only for targets that implement `map_deferred` (else the bio fails).
     Defer,
+    /// Take only the first `n` sectors of the bio (`dm_accept_partial_bio`: device-mapper sends
+    /// the rest to `map` again as another bio) and hand them to process context as
+    /// [`MapResult::Defer`]. The bio fails if `n` is 0 or not less than its size, or if it is
+    /// not one that device-mapper lets a target shorten safely (here: reads, and discards and
+    /// secure erases of which a target asked one copy).
+    DeferFirst(u32),
+}
+
+/// Whether `dm_accept_partial_bio` may shorten `bio` in `map` without hitting one of its
+/// BUG_ONs: a read, or a discard or secure erase of which the target asked one copy
+/// (device-mapper marks further copies as duplicates). Writes and write-zeroes are left out
+/// (atomic writes, and both on zoned devices, must not be shortened), as are flushes and zone
+/// operations.
+fn may_shorten<T: Target>(ti: &Ti<T>, bio: &Bio) -> bool {
+    // SAFETY: the target is constructed; these fields are set by the constructor only.
+    let t = unsafe { &*ti.as_raw() };
+    match bio.op() {
+        Op::Read => true,
+        Op::Discard => t.num_discard_bios == 1,
+        Op::SecureErase => t.num_secure_erase_bios == 1,
+        Op::Write | Op::WriteZeroes | Op::Flush | Op::Other => false,
+    }
 }
 
 /// What `end_io` wants device-mapper to do with a completed bio.
@@ -392,6 +414,19 @@ impl<'a> TargetCtx<'a> {
         unsafe { (*self.ti).len }
     }
 
+    /// Size in sectors of the mapped device the table is loaded into, as its live table makes it:
+    /// 0 while it has none (a new device, before its first resume). Device-mapper sets it when it
+    /// swaps a table in, and a table has at least one target of at least one sector.
+    pub fn mapped_device_sectors(&self) -> u64 {
+        // SAFETY: `ti` is live for the constructor call and belongs to the table being loaded,
+        // which belongs to a mapped device that outlives the load; `dm_disk` returns the device's
+        // gendisk, whose `part0` lives as long as it.
+        unsafe {
+            let md = bindings::dm_table_get_md((*self.ti).table);
+            bindings::dm_rust_bdev_nr_sectors((*bindings::dm_disk(md)).part0)
+        }
+    }
+
     fn mode(&self) -> bindings::blk_mode_t {
         // SAFETY: `ti` is live for the constructor call and belongs to the table being loaded.
         unsafe { bindings::dm_table_get_mode((*self.ti).table) }
@@ -709,6 +744,25 @@ impl<T: Target> Adapter<T> {
                     // SAFETY: `ctr` set `per_io_data_size` for `map_deferred` targets and `wq` is
                     // their map workqueue; the bio is returned as submitted right below.
                     unsafe { io::defer_map::<T>(ti.as_raw(), bio.as_raw(), wq) };
+                    bindings::DM_MAPIO_SUBMITTED
+                }
+                _ => bindings::DM_MAPIO_KILL,
+            },
+            MapResult::DeferFirst(n) => match &ti.holder().map_wq {
+                Some(wq)
+                    if T::HAS_MAP_DEFERRED
+                        && n != 0
+                        && u64::from(n) < bio.sectors()
+                        && may_shorten(ti, bio) =>
+                {
+                    // SAFETY: we are in `map` for this bio (its `len_ptr` is live and covers
+                    // it), `n` is below its size, and `may_shorten` left out the bios
+                    // `dm_accept_partial_bio` refuses (duplicates, atomic and zoned writes, zone
+                    // operations); then as for `Defer` above.
+                    unsafe {
+                        bindings::dm_accept_partial_bio(bio.as_raw(), n);
+                        io::defer_map::<T>(ti.as_raw(), bio.as_raw(), wq);
+                    }
                     bindings::DM_MAPIO_SUBMITTED
                 }
                 _ => bindings::DM_MAPIO_KILL,

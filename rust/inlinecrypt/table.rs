@@ -301,14 +301,15 @@ pub fn parse<'a>(
     if sector_size != 1 << SECTOR_SHIFT && !large {
         return Err(NO_IV_LARGE_SECTORS);
     }
-    let unit_sectors = u64::from(sector_size >> SECTOR_SHIFT);
-    if len % unit_sectors != 0 {
+    // A power of two (checked above): masks and shifts, no division.
+    let shift = sector_size.trailing_zeros() - SECTOR_SHIFT;
+    let unit_mask = (1u64 << shift) - 1;
+    if len & unit_mask != 0 {
         return Err(BAD_LEN);
     }
-    if iv_offset % unit_sectors != 0 {
+    if iv_offset & unit_mask != 0 {
         return Err(BAD_IV_ALIGN);
     }
-    let shift = sector_size.trailing_zeros() - SECTOR_SHIFT;
     // `len` is at least 1 (device-mapper refuses empty targets).
     let last = iv_offset
         .checked_add(len.max(1) - 1)
@@ -340,12 +341,13 @@ impl Config {
     /// `iv_large_sectors`. `None` when `rel` does not start a data unit, or lies past the target
     /// (the bio is then failed).
     pub fn dun(&self, rel: u64) -> Option<u64> {
-        let unit_sectors = u64::from(self.sector_size >> SECTOR_SHIFT);
+        // sector_size is a power of two (checked when parsed): a mask and a shift.
+        let shift = self.sector_size.trailing_zeros() - SECTOR_SHIFT;
         let sector = self.iv_offset.checked_add(rel)?;
-        if sector % unit_sectors != 0 {
+        if sector & ((1 << shift) - 1) != 0 {
             return None;
         }
-        let dun = sector >> (self.sector_size.trailing_zeros() - SECTOR_SHIFT);
+        let dun = sector >> shift;
         (dun <= self.max_dun).then_some(dun)
     }
 

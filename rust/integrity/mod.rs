@@ -6,8 +6,9 @@
 //! dm-integrity alike.
 //!
 //! This first slice implements mode `D` (direct: data and tags written in place, no journal)
-//! with an internal hash (`crc32c`, `sha256`, any unkeyed hash of the crypto API), and
-//! `recalculate`. The pure parts do the arithmetic: the table line ([`table`]), the superblock
+//! with an internal hash (`crc32c`, `sha256`, any hash of the crypto API, keyed ones such as
+//! `hmac(sha256)` with a hex key), `recalculate`, `allow_discards`, and mode `R` (recovery:
+//! reads unchecked, writes refused, nothing written). The pure parts do the arithmetic: the table line ([`table`]), the superblock
 //! ([`superblock`]), the layout ([`geometry`]) and the recalculation bookkeeping ([`recalc`]).
 //! This module does the I/O:
 //!
@@ -23,11 +24,13 @@
 //!   status line and sent as an audit record;
 //! - with `recalculate`, a worker on the target's workqueue computes the tags from the
 //!   superblock's `recalc_sector` upward and writes the position back every checkpoint; reads
-//!   that reach above the position are not checked. `presuspend` stops it, `resume` restarts it.
+//!   that reach above the position are not checked. `presuspend` stops it, `resume` restarts it;
+//! - with `allow_discards`, a discard sets the tags of its blocks to dm-integrity's filler
+//!   (`0xf6` bytes) before it goes down; a block whose tag is all filler reads unchecked.
 //!
-//! What is not implemented is refused with a message naming it: modes `J`, `B`, `R`,
-//! `meta_device`, keyed hashes, `journal_crypt`, `journal_mac`, tags for the layer above (no
-//! `internal_hash`), discards, and formatting a blank device.
+//! What is not implemented is refused with a message naming it: modes `J`, `B`, mode `R`
+//! without a superblock, `meta_device`, `journal_crypt`, `journal_mac`, tags for the layer
+//! above (no `internal_hash`), `allow_discards_keyed`, and formatting a blank device.
 
 // Targets are safe Rust: all unsafe code lives in the abstraction (`rust/dm/`).
 #![deny(unsafe_code)]
@@ -57,6 +60,7 @@ use crate::dm::bufio::BufioClient;
 use crate::dm::context::MaySleep;
 use crate::dm::device::QueueLimits;
 use crate::dm::hash::Shash;
+use crate::dm::skcipher::SecretBuf;
 use crate::dm::io::{BlockError, Deferred, DoneIo, IoBlock};
 use crate::dm::work::{flags, Defer, WorkqueueConfig};
 use crate::dm::{
@@ -79,6 +83,13 @@ const RECALC_CHUNK_SECTORS: u32 = 256;
 
 /// Data ranges locked at once (bios in flight plus the worker); more wait.
 const MAX_RANGES: usize = 256;
+
+/// The tag bytes of a discarded block (dm-integrity's `DISCARD_FILLER`): with `allow_discards`,
+/// a block whose tag is all filler reads whatever the device returns, unchecked.
+const DISCARD_FILLER: u8 = 0xf6;
+
+/// Bytes of filler tags written at once for a discard.
+const FILLER_CHUNK: usize = 4096;
 
 /// Bytes of the superblock area (`SB_SECTORS` sectors).
 const SB_BYTES: usize = SB_SECTORS as usize * 512;
@@ -129,6 +140,12 @@ pub(crate) struct Integrity {
     /// Sectors per block.
     spb: u32,
     salt: Option<[u8; superblock::SALT_SIZE]>,
+    /// `allow_discards`: discards pass, and a block whose tag is all [`DISCARD_FILLER`] reads
+    /// without a check.
+    discards: bool,
+    /// Mode `R` (recovery): reads are not checked, writes and discards fail, nothing is written
+    /// to the device (no superblock, no recalculation).
+    recovery: bool,
     /// The tags, in buffers of `2^log2_buffer_sectors` sectors from `start + initial_sectors`.
     #[pin]
     meta: Mutex<BufioClient>,
@@ -161,10 +178,9 @@ fn nomem<E>(_: E) -> CtrError {
 fn refuse_unimplemented(t: &IntegrityTable<'_>) -> Result<(), CtrError> {
     let e = |msg| Err(CtrError::new(EOPNOTSUPP, msg));
     match t.mode() {
-        Mode::Direct => {}
+        Mode::Direct | Mode::Recovery => {}
         Mode::Journal => return e(c"Journal mode (J) is not implemented in integrity-rs"),
         Mode::Bitmap => return e(c"Bitmap mode (B) is not implemented in integrity-rs"),
-        Mode::Recovery => return e(c"Recovery mode (R) is not implemented in integrity-rs"),
     }
     if t.meta_device().is_some() {
         return e(c"meta_device is not implemented in integrity-rs");
@@ -175,22 +191,45 @@ fn refuse_unimplemented(t: &IntegrityTable<'_>) -> Result<(), CtrError> {
     if t.journal_mac().is_some() {
         return e(c"journal_mac is not implemented in integrity-rs");
     }
-    match t.internal_hash() {
-        None => return e(c"Tags from the layer above (no internal_hash) are not implemented in integrity-rs"),
-        Some(a) if a.has_key() => {
-            return e(c"Keyed internal_hash (hmac) is not implemented in integrity-rs")
-        }
-        Some(_) => {}
-    }
-    if t.allow_discards() {
-        return e(c"allow_discards is not implemented in integrity-rs");
+    if t.internal_hash().is_none() {
+        return e(c"Tags from the layer above (no internal_hash) are not implemented in integrity-rs");
     }
     Ok(())
+}
+
+/// Mode `R` on a device without a superblock (dm-integrity makes one in memory).
+fn recovery_without_superblock() -> CtrError {
+    CtrError::new(
+        EOPNOTSUPP,
+        c"Recovery mode (R) on a device without a superblock is not implemented in integrity-rs",
+    )
+}
+
+/// Keys the internal hash as dm-integrity's `get_mac`: with the key of the table line (hex,
+/// decoded into memory wiped when dropped), or refused if the algorithm needs a key and none is
+/// given (`ENOKEY`).
+fn set_internal_hash_key(tfm: &mut Shash, spec: Option<table::AlgSpec<'_>>) -> Result<(), CtrError> {
+    let bad_key = |e| CtrError::new(e, c"Error setting internal hash key");
+    match spec {
+        Some(spec) if spec.has_key() => {
+            let mut key = SecretBuf::new(spec.key_len()).map_err(nomem)?;
+            // The table parser checked the hex digits.
+            spec.decode_key(key.as_mut_slice()).ok_or_else(|| bad_key(EINVAL))?;
+            tfm.set_key(key.as_slice()).map_err(bad_key)
+        }
+        _ if tfm.needs_key() => Err(bad_key(ENOKEY)),
+        _ => Ok(()),
+    }
 }
 
 impl Integrity {
     fn block_bytes(&self) -> u32 {
         self.spb << 9
+    }
+
+    /// log2 of [`Self::block_bytes`]: blocks are counted with shifts, not divisions.
+    fn block_shift(&self) -> u32 {
+        self.spb.trailing_zeros() + 9
     }
 
     /// Computes the tag of the block at logical `sector` whose data `feed` hashes into the
@@ -236,6 +275,22 @@ impl Integrity {
             pos += n;
             block += 1;
             offset = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes the filler tag of a discarded block over the tags of the `blocks` blocks from
+    /// logical `sector` (within one interleave area).
+    fn fill_discarded(&self, s: &MaySleep<'_>, sector: u64, blocks: u64) -> Result {
+        let ts = self.tag_size;
+        let per_chunk = (FILLER_CHUNK / ts) as u64;
+        let mut filler = s.noio(|| KVec::from_elem(DISCARD_FILLER, per_chunk as usize * ts, GFP_KERNEL))?;
+        let (mut at, mut left) = (sector, blocks);
+        while left > 0 {
+            let n = left.min(per_chunk);
+            self.rw_tags(s, at, &mut filler[..n as usize * ts], true)?;
+            at += n << self.spb.trailing_zeros();
+            left -= n;
         }
         Ok(())
     }
@@ -296,7 +351,7 @@ impl Integrity {
     /// Checks a read's data against its tags; `Err` with the status to fail it with.
     fn verify_read(&self, ti: &Ti<Self>, io: &DoneIo<'_>, sector: u64, s: &MaySleep<'_>) -> Result<(), u8> {
         let ts = self.tag_size;
-        let blocks = (io.size() / self.block_bytes()) as usize;
+        let blocks = (io.size() >> self.block_shift()) as usize;
         let mut stored = s
             .noio(|| KVec::from_elem(0u8, blocks * ts, GFP_KERNEL))
             .map_err(|_| bindings::DM_RUST_BLK_STS_IOERR)?;
@@ -311,7 +366,8 @@ impl Integrity {
             let at = sector + i as u64 * spb;
             self.tag(at, |d| d.update_block(block), &mut computed)
                 .map_err(|_| None)?;
-            if computed[..ts] != stored[i * ts..(i + 1) * ts] {
+            let tag = &stored[i * ts..(i + 1) * ts];
+            if computed[..ts] != *tag && !(self.discards && tag.iter().all(|&b| b == DISCARD_FILLER)) {
                 return Err(Some(at));
             }
             Ok(())
@@ -344,7 +400,12 @@ impl Integrity {
                 && g.sb.recalc_sector < self.geo.provided_data_sectors()
         };
         let mut c = self.recalc_ctl.lock();
-        if c.running || c.control.paused() || !needed || self.stop.load(Ordering::Acquire) {
+        if c.running
+            || c.control.paused()
+            || !needed
+            || self.recovery
+            || self.stop.load(Ordering::Acquire)
+        {
             return;
         }
         c.running = true;
@@ -360,7 +421,7 @@ impl Integrity {
         let bytes = (r.sectors as usize) << 9;
         self.dev.read_sync(s, phys, buf, bytes)?;
         let bb = self.block_bytes() as usize;
-        let blocks = bytes / bb;
+        let blocks = bytes >> self.block_shift();
         let ts = self.tag_size;
         let mut tags = s.noio(|| KVec::from_elem(0u8, blocks * ts, GFP_KERNEL))?;
         for i in 0..blocks {
@@ -465,9 +526,19 @@ impl Target for Integrity {
         let t = IntegrityTable::parse(args, bindings::DM_RUST_HZ)?;
         refuse_unimplemented(&t)?;
         let dev = ctx.get_device(t.dev())?;
-        let alg = t.internal_hash().map(|a| a.alg()).unwrap_or_default();
-        let tfm = Shash::new(alg).map_err(|e| CtrError::new(e, c"Invalid internal hash"))?;
+        let spec = t.internal_hash();
+        let alg = spec.map(|a| a.alg()).unwrap_or_default();
+        let mut tfm = Shash::new(alg).map_err(|e| CtrError::new(e, c"Invalid internal hash"))?;
+        set_internal_hash_key(&mut tfm, spec)?;
         let tag_size = t.check(Some(tfm.digest_size() as u32))?;
+        // After dm-integrity's own checks, so that an unkeyed hash gets its message ("Keyed
+        // discard can only be used with keyed internal hash").
+        if t.discard_keyed() {
+            return Err(CtrError::new(
+                EOPNOTSUPP,
+                c"allow_discards_keyed is not implemented in integrity-rs",
+            ));
+        }
 
         // The superblock: refused unless it is one, for this table, and fits the device.
         let start = t.start();
@@ -476,11 +547,17 @@ impl Target for Integrity {
             .map_err(|e| CtrError::new(e, c"Error reading superblock"))?;
         let mut sb = match superblock::probe(&area) {
             Ok(Probe::Superblock(sb)) => sb,
+            Ok(Probe::Blank) if t.mode() == Mode::Recovery => return Err(recovery_without_superblock()),
             Ok(Probe::Blank) => {
                 return Err(CtrError::new(
                     EOPNOTSUPP,
                     c"The device is not initialized (formatting is not implemented in integrity-rs)",
                 ))
+            }
+            // dm-integrity takes any area without the magic in mode R, with a superblock made
+            // in memory for the table.
+            Err(superblock::SuperblockError::NotInitialized) if t.mode() == Mode::Recovery => {
+                return Err(recovery_without_superblock())
             }
             Err(e) => return Err(CtrError::new(EINVAL, e.message())),
         };
@@ -518,6 +595,9 @@ impl Target for Integrity {
         // Bios never cross an interleave area: their data and tags are each contiguous.
         ctx.set_max_io_len(1u32 << params.log2_interleave_sectors)?;
         ctx.set_num_flush_bios(1);
+        if t.allow_discards() {
+            ctx.set_num_discard_bios(1);
+        }
 
         let salt = sb.has(SB_FLAG_FIXED_HMAC).then_some(sb.salt);
         let state = pin_init!(Self {
@@ -527,6 +607,8 @@ impl Target for Integrity {
             tag_size: tag_size as usize,
             spb: 1u32 << t.log2_sectors_per_block(),
             salt,
+            discards: t.allow_discards(),
+            recovery: t.mode() == Mode::Recovery,
             meta <- new_mutex!(client),
             sb <- new_mutex!(SbState { sb, area, dirty }),
             ranges <- new_mutex!(RangeSet { ranges: [(0, 0); MAX_RANGES], n: 0 }),
@@ -544,12 +626,25 @@ impl Target for Integrity {
 
     fn map(&self, ti: &Ti<Self>, bio: &mut Bio) -> MapResult {
         match bio.op() {
+            // Mode R is read-only: writes and discards fail, as dm-integrity's.
+            Op::Write | Op::Discard if self.recovery => MapResult::Kill,
             Op::Read | Op::Write => MapResult::Defer,
             Op::Flush => MapResult::Defer,
-            _ => {
-                let _ = ti;
-                MapResult::Kill
+            // Device-mapper does not split discards at `max_io_len`: one that crosses an
+            // interleave area is cut there, as dm-integrity does (its tags and data are each
+            // contiguous only within an area).
+            Op::Discard if self.discards => {
+                let Some(sector) = bio.target_sector(ti) else {
+                    return MapResult::Kill;
+                };
+                let area = 1u64 << self.geo.params().log2_interleave_sectors;
+                let left = area - (sector & (area - 1));
+                match u32::try_from(left) {
+                    Ok(n) if left < bio.sectors() => MapResult::DeferFirst(n),
+                    _ => MapResult::Defer,
+                }
             }
+            _ => MapResult::Kill,
         }
     }
 
@@ -573,9 +668,17 @@ impl Target for Integrity {
             return Deferred::Complete(bindings::DM_RUST_BLK_STS_IOERR);
         };
         self.lock_range(phys, sectors);
-        if bio.op() == Op::Write {
+        if bio.op() == Op::Discard {
+            // The filler tags first (as dm-integrity, into the tag cache), then the discard goes
+            // down; a read of those blocks then returns what the device gives, unchecked.
+            if self.fill_discarded(s, sector, sectors >> self.spb.trailing_zeros()).is_err() {
+                integrity_err!("{}: error writing tags", self.dev.name());
+                self.unlock_range(phys, sectors);
+                return Deferred::Complete(bindings::DM_RUST_BLK_STS_IOERR);
+            }
+        } else if bio.op() == Op::Write {
             let ts = self.tag_size;
-            let blocks = (sectors / spb) as usize;
+            let blocks = (sectors >> self.spb.trailing_zeros()) as usize;
             let r = s
                 .noio(|| KVec::from_elem(0u8, blocks * ts, GFP_KERNEL))
                 .map_err(|_| ())
@@ -604,12 +707,13 @@ impl Target for Integrity {
         if status == bindings::DM_RUST_BLK_STS_OK {
             match (io.op(), self.geo.logical_sector(phys)) {
                 (Op::Read, Some(sector)) => {
-                    if self.read_is_checked(sector, sectors) {
+                    if !self.recovery && self.read_is_checked(sector, sectors) {
                         if let Err(st) = self.verify_read(ti, io, sector, s) {
                             status = st;
                         }
                     }
                 }
+                (Op::Discard, Some(_)) => {}
                 (Op::Write, Some(_)) => {
                     // FUA: the tags must be as durable as the data.
                     if io.is_fua() && self.flush_tags(s).is_err() {
@@ -637,6 +741,10 @@ impl Target for Integrity {
     }
 
     fn resume(&self, ti: &Ti<Self>, s: &MaySleep<'_>) {
+        // Mode R writes nothing: no superblock, no recalculation (dm-integrity's skip_writes).
+        if self.recovery {
+            return;
+        }
         let reset = self.reset_pending.swap(false, Ordering::AcqRel);
         let start = {
             let mut g = self.sb.lock();
@@ -712,6 +820,8 @@ impl Target for Integrity {
         if self.spb > 1 {
             limits.set_block_size(self.block_bytes());
         }
+        // As dm-integrity: discards in whole blocks.
+        limits.set_discard_granularity(self.block_bytes());
     }
 }
 

@@ -14,6 +14,8 @@
 //! when it stops, write the superblock. A crash therefore redoes at most
 //! [`max_redo_sectors`] sectors, and redoing is harmless (the tags come out the same).
 
+use core::num::NonZeroU64;
+
 use crate::dm_args::{ArgError, ArgResult, Args};
 use crate::integrity_superblock::{Superblock, SB_FLAG_RECALCULATING};
 
@@ -213,9 +215,9 @@ impl RateLimit {
     /// debt, so a request larger than a second's worth still passes once). `Err(ns)`: wait
     /// that long, then ask again.
     pub fn admit(&mut self, now_ns: u64, bytes: u64) -> Result<(), u64> {
-        if self.rate == 0 {
+        let Some(rate) = NonZeroU64::new(self.rate) else {
             return Ok(());
-        }
+        };
         self.refill(now_ns);
         if self.credit > 0 {
             self.credit = self
@@ -225,7 +227,8 @@ impl RateLimit {
         }
         // Until the credit is positive again, rounded up to a microsecond.
         let missing = self.credit.unsigned_abs() + 1;
-        let us = missing.saturating_mul(1_000_000).div_ceil(self.rate);
+        let scaled = missing.saturating_mul(1_000_000);
+        let us = scaled / rate + u64::from(scaled % rate != 0);
         Err(us.max(1).saturating_mul(NSEC_PER_USEC))
     }
 }

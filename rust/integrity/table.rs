@@ -755,6 +755,16 @@ mod tests {
         assert_eq!(h.decode_key(&mut key), Some(2));
         assert_eq!(key[..2], [0, 0xff]);
         assert_eq!(h.decode_key(&mut [0u8; 1]), None);
+        // Upper-case hex digits (hex2bin takes both cases), and an empty key: a key of 0 bytes,
+        // which dm-integrity hands to the hash as it is (hmac takes it).
+        let upper = parse("a 0 - D 1 internal_hash:hmac(sha256):A0fF").unwrap();
+        let mut key = [0u8; 2];
+        assert_eq!(upper.internal_hash().unwrap().decode_key(&mut key), Some(2));
+        assert_eq!(key, [0xa0, 0xff]);
+        let empty = parse("a 0 - D 1 internal_hash:hmac(sha256):").unwrap();
+        let h = empty.internal_hash().unwrap();
+        assert!(h.has_key());
+        assert_eq!((h.key_len(), h.decode_key(&mut [])), (0, Some(0)));
         assert_eq!(t.journal_crypt().unwrap().alg(), "ctr(aes)");
         assert_eq!(t.journal_mac().unwrap().alg(), "hmac(sha1)");
         assert!(t.recalculate() && t.reset_recalculate() && t.allow_discards());
@@ -822,6 +832,11 @@ mod tests {
                 &[
                     "a 0 - J 1 internal_hash:sha256:0",
                     "a 0 - J 1 internal_hash:hmac(sha256):zz",
+                    // dm-integrity 1.15 takes keys in hex only: a keyring reference (dm-crypt's
+                    // `:<size>:logon:<desc>`) is an odd-length or non-hex key to it.
+                    "a 0 - J 1 internal_hash:hmac(sha256):32:logon:rs_key",
+                    "a 0 - J 1 internal_hash:hmac(sha256):32:logon:rs_ke",
+                    "a 0 - J 1 internal_hash:hmac(sha256)::",
                 ],
             ),
             (

@@ -335,7 +335,7 @@ impl Defer for Verity {
                 return;
             };
             if level == 0 {
-                let cluster = u64::from(PREFETCH_BYTES / self.geo.data_block_size()).max(1);
+                let cluster = u64::from(PREFETCH_BYTES >> self.geo.data_block_size().trailing_zeros()).max(1);
                 let cluster = 1u64 << cluster.ilog2();
                 start &= !(cluster - 1);
                 end = (end | (cluster - 1)).min(self.geo.hash_end() - 1);
@@ -476,15 +476,16 @@ impl Target for Verity {
             return MapResult::Remapped;
         };
         bio.remap(&self.data_dev, sector);
-        let block_sectors = u64::from(self.geo.data_block_size() >> 9);
-        if (sector | bio.sectors()) & (block_sectors - 1) != 0 {
+        // Shifts, not divisions: the block size is a power of two (checked in the table).
+        let shift = self.geo.data_block_sector_shift();
+        if (sector | bio.sectors()) & ((1 << shift) - 1) != 0 {
             if system::log_ratelimited() {
                 verity_err!("unaligned io");
             }
             return MapResult::Kill;
         }
-        let block = sector / block_sectors;
-        let count = bio.sectors() / block_sectors;
+        let block = sector >> shift;
+        let count = bio.sectors() >> shift;
         if block + count > self.geo.data_blocks() {
             if system::log_ratelimited() {
                 verity_err!("io out of range");
@@ -506,7 +507,7 @@ impl Target for Verity {
         if status != bindings::DM_RUST_BLK_STS_OK {
             return self.io_error(io, status);
         }
-        let first = io.sector() / u64::from(self.geo.data_block_size() >> 9);
+        let first = io.sector() >> self.geo.data_block_sector_shift();
         let cx = Cx { ti, io, s };
         let r = io.for_each_block(self.geo.data_block_size(), |i, data| {
             self.verify_block(&cx, first + u64::from(i), data)

@@ -154,6 +154,11 @@ impl Geometry {
         self.data_block_size
     }
 
+    /// log2 of the data block size in sectors (the size is a power of two of at least 512).
+    pub fn data_block_sector_shift(&self) -> u32 {
+        self.data_block_size.trailing_zeros() - 9
+    }
+
     /// Hash block size in bytes.
     pub fn hash_block_size(&self) -> u32 {
         self.hash_block_size

@@ -39,7 +39,7 @@ fio_run() {
 	local dev=$1 line err kib size
 	shift
 	line=$(fio --name=b --filename="$dev" --direct=1 --ioengine=psync --verify=crc32c --verify_fatal=1 \
-		--verify_header_seed=0 --verify_interval=4096 --do_verify=0 --output-format=terse \
+		--verify_header_seed=0 --verify_interval=4096 --do_verify=0 --verify_state_save=0 --output-format=terse \
 		--terse-version=3 "$@" 2>"$work/fio.err") || { echo "fio failed: $(head -n 3 "$work/fio.err")" >&2; return 1; }
 	# Terse fields (version 3): 5 error, 6 KiB read, 7 KiB/s read, 47 KiB written, 48 KiB/s written.
 	err=$(cut -d';' -f5 <<<"$line")

@@ -16,7 +16,8 @@
 #   build/NAME.noresult.<time>.log, .console.log   copies kept of a run that gave no result
 # A guest that makes no progress (no test starting or ending) for STALL_TIMEOUT seconds (default
 # 900; the guest itself kills a test after 600 s), or that does not start the tests within
-# BOOT_TIMEOUT seconds (default 300) of booting, is killed, and the run fails naming the test it was
+# BOOT_TIMEOUT seconds (default 300; 1200 with FLAVOUR=debug, whose kernel took over 5 minutes to
+# reach the first test under emulation on a busy host) of booting, is killed, and the run fails naming the test it was
 # in, with the last kernel messages.
 # FLAVOUR=debug boots the lab's debug kernel with build/debug/dm_rust.ko (make check-debug); every
 # file above is then in build/debug/.
@@ -45,7 +46,7 @@ kernel) name=reference ;;
 	exit 2
 	;;
 esac
-BOOT_TIMEOUT=${BOOT_TIMEOUT:-300}
+if [ "${FLAVOUR:-}" = debug ]; then BOOT_TIMEOUT=${BOOT_TIMEOUT:-1200}; else BOOT_TIMEOUT=${BOOT_TIMEOUT:-300}; fi
 STALL_TIMEOUT=${STALL_TIMEOUT:-900}
 mkdir -p "$out"
 # Two runs in one checkout would share the files below (one read the other's result once): the

@@ -79,9 +79,6 @@ use_both() {
 # Each test checks that the target it needs is there (the set-up above ran before it).
 need_upstream() { crypt_registered crypt || fail "no crypt target (see the set-up's comments)"; }
 
-# 4 KiB-aligned direct I/O (sector_size:4096 refuses anything smaller).
-wr() { dd if="$3" of="$1" bs=4096 seek=$(($2 / 4096)) oflag=direct conv=notrunc status=none; }
-rd() { dd if="$1" bs=4096 skip=$(($2 / 4096)) count=$(($3 / 4096)) iflag=direct status=none; }
 zeroes() { printf '0%.0s' $(seq "$1"); }
 
 majmin() { lsblk -dno MAJ:MIN "$1" | tr -d ' '; }
@@ -208,12 +205,12 @@ cross_check() {
 	[ "$(dmsetup status rs_ours | cut -d' ' -f4-)" = "$(dmsetup status rs_theirs | cut -d' ' -f4-)" ] ||
 		fail "$spec: status differs"
 	data=$(random_file 2097152)
-	wr /dev/mapper/rs_ours 1048576 "$data"
-	rd /dev/mapper/rs_theirs 1048576 2097152 | cmp -s - "$data" ||
+	write_at /dev/mapper/rs_ours 1048576 "$data"
+	read_at /dev/mapper/rs_theirs 1048576 2097152 | cmp -s - "$data" ||
 		fail "$spec $opts: written by ours, the kernel's reads something else"
 	data=$(random_file 2097152)
-	wr /dev/mapper/rs_theirs 4096 "$data"
-	rd /dev/mapper/rs_ours 4096 2097152 | cmp -s - "$data" ||
+	write_at /dev/mapper/rs_theirs 4096 "$data"
+	read_at /dev/mapper/rs_ours 4096 2097152 | cmp -s - "$data" ||
 		fail "$spec $opts: written by the kernel's, ours reads something else"
 	dmsetup remove rs_ours
 	dmsetup remove rs_theirs
@@ -387,31 +384,31 @@ test_random_key_throwaway() {
 	dmsetup create rs_r1 --table "$line"
 	dmsetup create rs_r2 --table "$line"
 	c1=$SCRATCH/c1 c2=$SCRATCH/c2 c3=$SCRATCH/c3
-	wr /dev/mapper/rs_r1 0 "$plain"
-	rd /dev/mapper/rs_r1 0 262144 | cmp -s - "$plain" || fail "data read back differs"
-	rd "$loop" 0 262144 >"$c1"
+	write_at /dev/mapper/rs_r1 0 "$plain"
+	read_at /dev/mapper/rs_r1 0 262144 | cmp -s - "$plain" || fail "data read back differs"
+	read_at "$loop" 0 262144 >"$c1"
 	grep -qaF "$RKEY_MARK" "$c1" && fail "the disk below holds the plaintext"
-	rd /dev/mapper/rs_r2 0 262144 | cmp -s - "$plain" && fail "a second device from the same line reads the first's data"
-	wr /dev/mapper/rs_r2 0 "$plain"
-	rd "$loop" 0 262144 >"$c2"
+	read_at /dev/mapper/rs_r2 0 262144 | cmp -s - "$plain" && fail "a second device from the same line reads the first's data"
+	write_at /dev/mapper/rs_r2 0 "$plain"
+	read_at "$loop" 0 262144 >"$c2"
 	cmp -s "$c1" "$c2" && fail "two devices from the same line wrote the same ciphertext"
 	dmsetup remove rs_r1 rs_r2
 
 	dmsetup create rs_r3 --table "$line"
-	wr /dev/mapper/rs_r3 0 "$plain"
-	rd "$loop" 0 262144 >"$c3"
+	write_at /dev/mapper/rs_r3 0 "$plain"
+	read_at "$loop" 0 262144 >"$c3"
 	exec 3</dev/mapper/rs_r3
 	dmsetup remove --deferred rs_r3
 	dmsetup info rs_r3 | grep -q "DEFERRED REMOVE" || fail "no deferred removal: $(dmsetup info rs_r3)"
 	# What the random key cannot prevent: while open, the device can be opened again and read.
-	rd /dev/mapper/rs_r3 0 262144 | cmp -s - "$plain" || fail "a new open before the last close reads something else"
+	read_at /dev/mapper/rs_r3 0 262144 | cmp -s - "$plain" || fail "a new open before the last close reads something else"
 	exec 3<&-
 	wait_for 10 eval '! dmsetup info rs_r3 >/dev/null 2>&1' || fail "rs_r3 still there after its last close"
 	dmsetup mknodes
 	dmsetup create rs_r4 --table "$line"
-	rd "$loop" 0 262144 | cmp -s - "$c3" || fail "the ciphertext on the disk changed"
-	rd /dev/mapper/rs_r4 0 262144 | cmp -s - "$plain" && fail "a new device with the same line reads the old data"
-	rd /dev/mapper/rs_r4 0 262144 | grep -qaF "$RKEY_MARK" && fail "a new device with the same line reads old plaintext"
+	read_at "$loop" 0 262144 | cmp -s - "$c3" || fail "the ciphertext on the disk changed"
+	read_at /dev/mapper/rs_r4 0 262144 | cmp -s - "$plain" && fail "a new device with the same line reads the old data"
+	read_at /dev/mapper/rs_r4 0 262144 | grep -qaF "$RKEY_MARK" && fail "a new device with the same line reads old plaintext"
 	return 0
 }
 

@@ -57,11 +57,6 @@ test_two_segments() {
 		fail "the last block of the second segment is not at sector 5112 of $l2"
 }
 
-# read4k <dev> <byte offset> <bytes>: direct read in 4096-byte blocks (for 4 KiB-sector devices).
-read4k() {
-	dd if="$1" bs=4096 skip=$(($2 / 4096)) count=$(($3 / 4096)) iflag=direct status=none
-}
-
 # A loop device with 4096-byte logical sectors: the mapped device has them too, data lands where
 # the table says, and a table that would split a logical sector is refused.
 test_sector_size_4096() {
@@ -77,8 +72,8 @@ test_sector_size_4096() {
 	data=$(random_file 8192)
 	dd_write /dev/mapper/rs_lin 4096 0 "$data"
 	dd_write /dev/mapper/rs_lin 4096 2046 "$data"
-	read4k "$loop" $((8192 * 512)) 8192 | cmp -s - "$data" || fail "the first blocks are not at sector 8192"
-	read4k "$loop" $(((8192 + 16384) * 512 - 8192)) 8192 | cmp -s - "$data" ||
+	read_at "$loop" $((8192 * 512)) 8192 | cmp -s - "$data" || fail "the first blocks are not at sector 8192"
+	read_at "$loop" $(((8192 + 16384) * 512 - 8192)) 8192 | cmp -s - "$data" ||
 		fail "the last blocks are not at the end of the mapped range"
 	if dmsetup create rs_bad --table "0 8192 $T $loop 1" 2>"$SCRATCH/err"; then
 		fail "a table starting at sector 1 of a 4096-byte-sector device was accepted"

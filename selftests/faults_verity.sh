@@ -321,7 +321,7 @@ test_readers_suspend_remove() {
 	dmsetup create rs_v --readonly --table "$table"
 	pids=()
 	for p in 0 1 2 3; do
-		reader /dev/mapper/rs_v "$data" $((p * 1024)) 1024 6 &
+		reader /dev/mapper/rs_v "$data" $((p * 1024)) 1024 3 &
 		pids+=($!)
 	done
 	while kill -0 "${pids[@]}" 2>/dev/null; do

@@ -22,17 +22,6 @@ opts() {
 	[ "$1" = 512 ] || echo " 2 sector_size:$1 iv_large_sectors"
 }
 
-# rd <dev> <byte offset> <bytes> and wr <dev> <byte offset> <file>: direct I/O in 1 MiB requests
-# (lib.sh's read_at/write_at issue 512-byte ones: too slow under emulation, and refused by a
-# device with 4096-byte logical blocks). Offsets and sizes are multiples of the logical block.
-rd() {
-	dd if="$1" bs=1M iflag=direct,skip_bytes,count_bytes skip="$2" count="$3" status=none
-}
-
-wr() {
-	dd if="$3" of="$1" bs=1M oflag=direct,seek_bytes seek="$2" conv=notrunc status=none
-}
-
 dm_node() {
 	basename "$(readlink -f "/dev/mapper/$1")"
 }
@@ -54,14 +43,14 @@ ciphertext_vs_dm_crypt() {
 	data=$(random_file 1048576)
 	# The first and the last MiB, and one starting one data unit past a MiB.
 	for off in 0 $((1048576 + ss)) $((len * 512 - 1048576)); do
-		wr /dev/mapper/rs_inl "$off" "$data"
-		wr /dev/mapper/rs_crypt "$off" "$data"
-		rd "$loop1" $((start * 512 + off)) 1048576 | cmp -s - "$data" &&
+		write_at /dev/mapper/rs_inl "$off" "$data"
+		write_at /dev/mapper/rs_crypt "$off" "$data"
+		read_at "$loop1" $((start * 512 + off)) 1048576 | cmp -s - "$data" &&
 			fail "plaintext on the disk at $off: nothing encrypted"
-		rd /dev/mapper/rs_inl "$off" 1048576 | cmp -s - "$data" ||
+		read_at /dev/mapper/rs_inl "$off" 1048576 | cmp -s - "$data" ||
 			fail "read back through rs_inl differs at $off"
 	done
-	o=$(cmp <(rd "$loop1" 0 8388608) <(rd "$loop2" 0 8388608)) ||
+	o=$(cmp <(read_at "$loop1" 0 8388608) <(read_at "$loop2" 0 8388608)) ||
 		fail "ciphertext differs from dm-crypt's (sector_size $ss, iv_offset $iv, offset $start): $o"
 	echo "sector_size $ss, iv_offset $iv, offset $start: ciphertext equals dm-crypt's"
 	dmsetup remove rs_inl
@@ -70,15 +59,15 @@ ciphertext_vs_dm_crypt() {
 	dmsetup create rs_crypt --table "0 $len crypt aes-xts-plain64 $key $iv $loop1 $start$(opts "$ss")"
 	dmsetup create rs_inl --table "0 $len $ICRYPT aes-xts-plain64 $key $iv $loop2 $start$(opts "$ss")"
 	for off in 0 $((1048576 + ss)) $((len * 512 - 1048576)); do
-		rd /dev/mapper/rs_crypt "$off" 1048576 | cmp -s - "$data" ||
+		read_at /dev/mapper/rs_crypt "$off" 1048576 | cmp -s - "$data" ||
 			fail "dm-crypt does not read at $off what inlinecrypt-rs wrote"
-		rd /dev/mapper/rs_inl "$off" 1048576 | cmp -s - "$data" ||
+		read_at /dev/mapper/rs_inl "$off" 1048576 | cmp -s - "$data" ||
 			fail "inlinecrypt-rs does not read at $off what dm-crypt wrote"
 	done
 	# A different iv_offset reads something else: the DUN depends on it.
 	dmsetup remove rs_inl
 	dmsetup create rs_inl --table "0 $len $ICRYPT aes-xts-plain64 $key $((iv + ss / 512)) $loop2 $start$(opts "$ss")"
-	rd /dev/mapper/rs_inl 0 1048576 | cmp -s - "$data" && fail "iv_offset made no difference"
+	read_at /dev/mapper/rs_inl 0 1048576 | cmp -s - "$data" && fail "iv_offset made no difference"
 	return 0
 }
 
@@ -138,9 +127,9 @@ test_keyring_key() {
 	dmsetup create rs_inl --table "0 8192 $ICRYPT aes-xts-plain64 :64:logon:rs_inline:k 0 $loop1 0"
 	dmsetup create rs_hex --table "0 8192 $ICRYPT aes-xts-plain64 $key 0 $loop2 0"
 	data=$(random_file 1048576)
-	wr /dev/mapper/rs_inl 4096 "$data"
-	wr /dev/mapper/rs_hex 4096 "$data"
-	cmp -s <(rd "$loop1" 0 4194304) <(rd "$loop2" 0 4194304) ||
+	write_at /dev/mapper/rs_inl 4096 "$data"
+	write_at /dev/mapper/rs_hex 4096 "$data"
+	cmp -s <(read_at "$loop1" 0 4194304) <(read_at "$loop2" 0 4194304) ||
 		fail "the keyring key does not encrypt as the same key in hex"
 	dmsetup table rs_inl
 	[ "$(dmsetup table --showkeys rs_inl)" = "0 8192 $ICRYPT aes-xts-plain64 :64:logon:rs_inline:k 0 $majmin 0" ] ||
@@ -187,12 +176,12 @@ test_discards_and_flushes() {
 	dmsetup remove rs_inl
 	dmsetup create rs_inl --table "0 8192 $ICRYPT aes-xts-plain64 $key 0 $loop 0 1 allow_discards"
 	data=$(random_file 1048576)
-	wr /dev/mapper/rs_inl 0 "$data"
+	write_at /dev/mapper/rs_inl 0 "$data"
 	d0=$(disk_stat "$loop" 12)
 	blkdiscard -o 0 -l 1048576 /dev/mapper/rs_inl
 	d1=$(disk_stat "$loop" 12)
 	[ "$d1" -gt "$d0" ] || fail "no discard reached $loop"
-	rd "$loop" 0 1048576 | cmp -s - <(head -c 1048576 /dev/zero) ||
+	read_at "$loop" 0 1048576 | cmp -s - <(head -c 1048576 /dev/zero) ||
 		fail "discarded range still holds data on $loop"
 	f0=$(disk_stat "$loop" 16)
 	dd if="$data" of=/dev/mapper/rs_inl bs=4096 count=4 oflag=direct status=none conv=fsync

@@ -385,14 +385,22 @@ cleanup_devices() {
 	return 0
 }
 
-# Bytes of a device or file: read_at <dev> <byte offset> <count>, to stdout.
+# Bytes of a device or file: read_at <dev> <byte offset> <count>, to stdout; direct reads of up to
+# 1 MiB (offset and count multiples of the logical block size).
 read_at() {
-	dd if="$1" bs=512 skip=$(($2 / 512)) count=$(($3 / 512)) iflag=direct status=none
+	dd if="$1" bs=1M iflag=direct,skip_bytes,count_bytes skip="$2" count="$3" status=none
 }
 
-# write_at <dev> <byte offset> <file>
+# write_at <dev> <byte offset> <file>: direct writes, in requests as large as the file's size
+# allows (up to 1 MiB); from a pipe, 512 bytes at a time. Every request is the same size because dd
+# writes a last block shorter than bs without O_DIRECT, into the page cache, where a read of the
+# device below would not see it.
 write_at() {
-	dd if="$3" of="$1" bs=512 seek=$(($2 / 512)) oflag=direct conv=notrunc status=none
+	local bs=512 size=0
+	[ ! -f "$3" ] || size=$(stat -c %s "$3")
+	[ "$size" -eq 0 ] || bs=1048576
+	while [ "$bs" -gt 512 ] && [ $((size % bs)) -ne 0 ]; do bs=$((bs / 2)); done
+	dd if="$3" of="$1" bs="$bs" oflag=direct,seek_bytes seek="$2" conv=notrunc status=none
 }
 
 # random_file <bytes>: a file of random bytes; prints its path.

@@ -33,17 +33,6 @@ hexkey() {
 	od -An -tx1 -N64 /dev/urandom | tr -d ' \n'
 }
 
-# rd <dev> <byte offset> <bytes>, wr <dev> <byte offset> <file>: direct I/O in 64 KiB requests;
-# sizes are multiples of 64 KiB (dd writes a last block shorter than bs without O_DIRECT, through
-# the page cache, which writes whole pages back: more data units than the test wrote).
-rd() {
-	dd if="$1" bs=64K iflag=direct,skip_bytes,count_bytes skip="$2" count="$3" status=none
-}
-
-wr() {
-	dd if="$3" of="$1" bs=64K oflag=direct,seek_bytes seek="$2" conv=notrunc status=none
-}
-
 dm_node() {
 	basename "$(readlink -f "/dev/mapper/$1")"
 }
@@ -187,29 +176,29 @@ test_inlinecrypt_on_device() {
 		loop1=$(make_loop 2)
 		loop2=$(make_loop 2)
 		# The area of the RAM disk starts as zeroes, as the loop devices do.
-		wr "$RD0" $((start * 512)) "$zero"
+		write_at "$RD0" $((start * 512)) "$zero"
 		dmsetup create rs_hw --table "0 $len $ICRYPT aes-xts-plain64 $key $iv $RD0 $start$opt"
 		dmsetup create rs_sw --table "0 $len $ICRYPT aes-xts-plain64 $key $iv $loop1 $start$opt"
 		dmsetup create rs_ref --table "0 $len crypt aes-xts-plain64 $key $iv $loop2 $start$opt"
 		udevadm settle 2>/dev/null || true
 		e0=$(counter units_encrypted)
 		for o in 0 $((len * 256 + ss)); do
-			wr /dev/mapper/rs_hw $o "$data"
-			wr /dev/mapper/rs_sw $o "$data"
-			wr /dev/mapper/rs_ref $o "$data"
+			write_at /dev/mapper/rs_hw $o "$data"
+			write_at /dev/mapper/rs_sw $o "$data"
+			write_at /dev/mapper/rs_ref $o "$data"
 		done
 		e1=$(counter units_encrypted)
 		[ $((e1 - e0)) = $((2 * size / ss)) ] ||
 			fail "sector_size $ss: the device encrypted $((e1 - e0)) data units, not $((2 * size / ss))"
-		o=$(cmp <(rd "$RD0" $((start * 512)) $((len * 512))) <(rd "$loop1" $((start * 512)) $((len * 512)))) ||
+		o=$(cmp <(read_at "$RD0" $((start * 512)) $((len * 512))) <(read_at "$loop1" $((start * 512)) $((len * 512)))) ||
 			fail "sector_size $ss: the device's ciphertext differs from the fallback's: $o"
-		o=$(cmp <(rd "$RD0" $((start * 512)) $((len * 512))) <(rd "$loop2" $((start * 512)) $((len * 512)))) ||
+		o=$(cmp <(read_at "$RD0" $((start * 512)) $((len * 512))) <(read_at "$loop2" $((start * 512)) $((len * 512)))) ||
 			fail "sector_size $ss: the device's ciphertext differs from dm-crypt's: $o"
-		rd "$RD0" $((start * 512)) $size | cmp -s - "$data" && fail "sector_size $ss: plaintext on the device"
+		read_at "$RD0" $((start * 512)) $size | cmp -s - "$data" && fail "sector_size $ss: plaintext on the device"
 		# (udev may probe the devices after the writes: at least, not exactly, the units read.)
 		udevadm settle 2>/dev/null || true
 		d0=$(counter units_decrypted)
-		rd /dev/mapper/rs_hw 0 $size | cmp -s - "$data" || fail "sector_size $ss: read back differs"
+		read_at /dev/mapper/rs_hw 0 $size | cmp -s - "$data" || fail "sector_size $ss: read back differs"
 		d1=$(counter units_decrypted)
 		[ $((d1 - d0)) -ge $((size / ss)) ] ||
 			fail "sector_size $ss: the device decrypted $((d1 - d0)) data units, not $((size / ss))"
@@ -244,7 +233,7 @@ test_reload_refused() {
 	# The stack still encrypts on the device.
 	data=$(random_file 65536)
 	e0=$(counter units_encrypted)
-	wr /dev/mapper/rs_top 0 "$data"
+	write_at /dev/mapper/rs_top 0 "$data"
 	e1=$(counter units_encrypted)
 	[ $((e1 - e0)) = 128 ] || fail "after the refused reload, the device encrypted $((e1 - e0)) units, not 128"
 	dmsetup reload rs_lin --table "0 16384 $LINEAR $RD1 0" ||

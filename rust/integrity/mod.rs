@@ -1057,7 +1057,8 @@ impl Target for Integrity {
         // recalculated; in B mode a clean one is put in force (reset applied there too).
         {
             let mut g = self.bm.lock();
-            let read_ok = !bitmap::needs_read(&self.sb.lock().sb) || self.read_bitmap(s, &mut g).is_ok();
+            let needs_read = bitmap::needs_read(&self.sb.lock().sb);
+            let read_ok = !needs_read || self.read_bitmap(s, &mut g).is_ok();
             if !read_ok {
                 integrity_err!("{}: error reading bitmap", self.dev.name());
                 // Unknown: every region is dirty.

@@ -191,8 +191,9 @@ pub(crate) struct Integrity {
     bitmap_mode: bool,
     /// The bitmap's geometry (mode `D` reads a dirty bitmap a mode `B` table left).
     bits: Bits,
-    /// `bitmap_flush_interval` in milliseconds.
-    flush_interval_ms: u32,
+    /// `bitmap_flush_interval` in milliseconds, rounded up to a clock tick as the kernel keeps
+    /// it.
+    flush_interval_ms: u64,
     /// The data sectors the superblock recorded before the last resume (it grows with the
     /// device: the new sectors are dirty).
     old_provided: AtomicU64,
@@ -504,7 +505,7 @@ impl Integrity {
     fn run_bitmap_flush(&self, s: &MaySleep<'_>) {
         loop {
             let start = self.now_ns();
-            let wait = u64::from(self.flush_interval_ms) * 1_000_000;
+            let wait = self.flush_interval_ms.saturating_mul(1_000_000);
             while !self.stop.load(Ordering::Acquire) && !self.bm.lock().flush_now {
                 let left = wait.saturating_sub(self.now_ns().saturating_sub(start));
                 if left == 0 {
@@ -891,7 +892,7 @@ impl Target for Integrity {
             recovery: t.mode() == Mode::Recovery,
             bitmap_mode: t.mode() == Mode::Bitmap,
             bits,
-            flush_interval_ms: t.bitmap_flush_interval_ms(),
+            flush_interval_ms: table::round_to_jiffies(t.bitmap_flush_interval_ms(), bindings::DM_RUST_HZ),
             old_provided: AtomicU64::new(old_provided),
             bm <- new_mutex!(bm),
             meta <- new_mutex!(client),

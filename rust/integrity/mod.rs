@@ -249,6 +249,34 @@ fn refuse_unimplemented(t: &IntegrityTable<'_>) -> Result<(), CtrError> {
     Ok(())
 }
 
+/// Whether the journal of the device holds entries dm-integrity would replay (a mode `J` device
+/// that crashed), read section by section.
+fn journal_needs_replay(dev: &Device, s: &MaySleep<'_>, geo: &Geometry) -> Result<bool> {
+    const CHUNK: u32 = 64;
+    let shape = geo.journal();
+    let sections = geo.params().journal_sections;
+    let mut summary = KVec::from_elem(0u8, sections as usize, GFP_KERNEL)?;
+    let mut buf = KVec::from_elem(0u8, CHUNK as usize * 512, GFP_KERNEL)?;
+    let mut scan = bitmap::JournalScan::new(shape, &mut summary);
+    let mut sector = [0u8; 512];
+    let mut at = geo.params().start + u64::from(SB_SECTORS);
+    for section in 0..sections {
+        let mut j = 0;
+        while j < shape.section_sectors {
+            let n = (shape.section_sectors - j).min(CHUNK);
+            dev.read_sync(s, at, &mut buf, n as usize * 512)?;
+            for k in 0..n {
+                let o = k as usize * 512;
+                sector.copy_from_slice(&buf[o..o + 512]);
+                scan.sector(section, j + k, &sector);
+            }
+            at += u64::from(n);
+            j += n;
+        }
+    }
+    Ok(scan.needs_replay())
+}
+
 /// Mode `R` on a device without a superblock (dm-integrity makes one in memory).
 fn recovery_without_superblock() -> CtrError {
     CtrError::new(
@@ -853,6 +881,17 @@ impl Target for Integrity {
             // blocks); refused rather than writing past the journal.
             return Err(CtrError::new(EINVAL, c"The bitmap does not fit in the journal"));
         }
+        // A journal the kernel would replay (mode J crashed) would be lost under the bitmap.
+        if t.mode() == Mode::Bitmap && !sb.has(SB_FLAG_DIRTY_BITMAP) {
+            let replay = journal_needs_replay(&dev, ctx.may_sleep(), &geo)
+                .map_err(|e| CtrError::new(e, c"Error reading journal"))?;
+            if replay {
+                return Err(CtrError::new(
+                    EOPNOTSUPP,
+                    c"The journal has entries to replay (replaying is not implemented in integrity-rs)",
+                ));
+            }
+        }
         let bm_only = |n: usize| if t.mode() == Mode::Bitmap { n } else { 0 };
         let no_bitmap = |_| CtrError::new(ENOMEM, c"Could not allocate memory for bitmap");
         let bm = BitmapState {
@@ -1081,6 +1120,9 @@ impl Target for Integrity {
             drop(g);
             if r.write_empty_journal && self.write_empty_journal(s).is_err() {
                 integrity_err!("{}: error writing journal", self.dev.name());
+                // The bitmap stays in force: dm-integrity fails a device whose journal is
+                // neither a journal nor under the flag.
+                self.sb.lock().sb.flags |= SB_FLAG_DIRTY_BITMAP;
             }
             self.sb.lock().dirty |= r.write_superblock;
         }

@@ -304,9 +304,11 @@ pub fn on_resume(
             sb.flags |= SB_FLAG_DIRTY_BITMAP;
             sb.log2_blocks_per_bitmap_bit = bits.log2_blocks_per_bit as u8;
             r.write_superblock = true;
-            for m in [&mut *disk, &mut *recalc, &mut *may_write] {
-                m.fill(0);
-            }
+            // Only the bits in use: the rest of the blocks keeps what the journal area held
+            // (read by the caller), as in dm-integrity, whose bitmap is its journal's memory.
+            bits.clear(disk, 0, provided);
+            recalc.fill(0);
+            may_write.fill(0);
             if sb.has(SB_FLAG_RECALCULATING) && sb.recalc_sector < provided {
                 let n = provided - sb.recalc_sector;
                 for m in [&mut *disk, &mut *recalc, &mut *may_write] {
@@ -321,9 +323,11 @@ pub fn on_resume(
     r
 }
 
-/// Whether resume must read the bitmap from the device before [`on_resume`].
-pub fn needs_read(sb: &Superblock) -> bool {
-    sb.has(SB_FLAG_DIRTY_BITMAP)
+/// Whether resume must read the bitmap from the device before [`on_resume`]: a dirty one, and
+/// in mode `B` the area it is about to be written over (so that the bytes past the bits in use
+/// stay as they are on disk, as dm-integrity leaves them).
+pub fn needs_read(sb: &Superblock, bitmap_mode: bool) -> bool {
+    bitmap_mode || sb.has(SB_FLAG_DIRTY_BITMAP)
 }
 
 /// Sector `sector` (0 to `section_sectors - 1`) of section `section` of an empty journal, as
@@ -579,15 +583,19 @@ mod tests {
         assert_eq!(res, Resume { write_bitmap: true, write_empty_journal: false, write_superblock: true });
         assert!(s.has(SB_FLAG_DIRTY_BITMAP));
         assert_eq!(s.log2_blocks_per_bitmap_bit, 15);
-        assert!(d.iter().chain(r.iter()).chain(w.iter()).all(|x| *x == 0));
+        // The 32 bits in use are cleared; the rest of the block is left as read.
+        assert_eq!(&d[..5], &[0, 0, 0, 0, 0xff]);
+        assert!(d[4..].iter().all(|x| *x == 0xff));
+        assert!(r.iter().chain(w.iter()).all(|x| *x == 0));
         // Recalculating from sector 3 << 15: the bits from there are dirty.
         let mut s = sb();
         s.flags |= SB_FLAG_RECALCULATING;
         s.recalc_sector = 3 << 15;
         on_resume(&mut s, true, &b, false, p, p, &mut d, &mut r, &mut w);
-        assert_eq!(&d[..5], &[0xf8, 0xff, 0xff, 0xff, 0]);
-        assert_eq!(d, r);
-        assert_eq!(d, w);
+        assert_eq!(&d[..4], &[0xf8, 0xff, 0xff, 0xff]);
+        assert_eq!(&d[..4], &r[..4]);
+        assert_eq!(&d[..4], &w[..4]);
+        assert_eq!((r[4], w[4]), (0, 0));
     }
 
     #[test]

@@ -1097,7 +1097,7 @@ impl Target for Integrity {
         // recalculated; in B mode a clean one is put in force (reset applied there too).
         {
             let mut g = self.bm.lock();
-            let needs_read = bitmap::needs_read(&self.sb.lock().sb);
+            let needs_read = bitmap::needs_read(&self.sb.lock().sb, self.bitmap_mode);
             let read_ok = !needs_read || self.read_bitmap(s, &mut g).is_ok();
             if !read_ok {
                 integrity_err!("{}: error reading bitmap", self.dev.name());

@@ -199,6 +199,12 @@ pub(crate) struct Integrity {
     old_provided: AtomicU64,
     #[pin]
     bm: Mutex<BitmapState>,
+    /// The superblock the constructor read: a resume finding another layout on disk fails the
+    /// device, as dm-integrity's.
+    sb_at_load: Superblock,
+    /// Every bio fails (dm-integrity's `ic->failed`): the superblock changed under a suspended
+    /// device, or could not be read again.
+    failed: AtomicBool,
     /// The tags, in buffers of `2^log2_buffer_sectors` sectors from `start + initial_sectors`.
     #[pin]
     meta: Mutex<BufioClient>,
@@ -450,6 +456,32 @@ impl Integrity {
             return false;
         }
         recalc::read_is_checked(&self.sb.lock().sb, sector, sectors)
+    }
+
+    /// Reads the superblock again on resume, as dm-integrity does (another table of the device,
+    /// ours or the kernel's, may have written it since the constructor read it: the bitmap flag,
+    /// the recalculation position); a `recalculate` flag of this table is kept. `Err` with the
+    /// message when its layout changed or it cannot be read.
+    fn reread_superblock(&self, s: &MaySleep<'_>) -> Result<(), &'static CStr> {
+        let mut area = s
+            .noio(|| KVec::from_elem(0u8, SB_BYTES, GFP_KERNEL))
+            .map_err(|_| c"Cannot allocate superblock area")?;
+        self.dev
+            .read_sync(s, self.geo.params().start, &mut area, SB_BYTES)
+            .map_err(|_| c"Error reading superblock")?;
+        let disk = Superblock::parse(&area)
+            .ok()
+            .filter(|d| d.same_layout(&self.sb_at_load))
+            .ok_or(c"The superblock was changed while the device was suspended")?;
+        let mut g = self.sb.lock();
+        let keep = g.sb.flags & superblock::SB_FLAG_RECALCULATING;
+        g.sb = disk;
+        g.area = area;
+        if g.sb.flags & keep != keep {
+            g.sb.flags |= keep;
+            g.dirty = true;
+        }
+        Ok(())
     }
 
     /// First sector of the journal area, where the bitmap is.
@@ -920,6 +952,7 @@ impl Target for Integrity {
         }
 
         let salt = sb.has(SB_FLAG_FIXED_HMAC).then_some(sb.salt);
+        let sb_at_load = sb;
         let state = pin_init!(Self {
             dev,
             tfm,
@@ -934,6 +967,8 @@ impl Target for Integrity {
             flush_interval_ms: table::round_to_jiffies(t.bitmap_flush_interval_ms(), bindings::DM_RUST_HZ),
             old_provided: AtomicU64::new(old_provided),
             bm <- new_mutex!(bm),
+            sb_at_load,
+            failed: AtomicBool::new(false),
             meta <- new_mutex!(client),
             sb <- new_mutex!(SbState { sb, area, dirty }),
             ranges <- new_mutex!(RangeSet { ranges: [(0, 0); MAX_RANGES], n: 0, barrier: false }),
@@ -950,6 +985,9 @@ impl Target for Integrity {
     }
 
     fn map(&self, ti: &Ti<Self>, bio: &mut Bio) -> MapResult {
+        if self.failed.load(Ordering::Acquire) {
+            return MapResult::Kill;
+        }
         match bio.op() {
             // Mode R is read-only: writes and discards fail, as dm-integrity's.
             Op::Write | Op::Discard if self.recovery => MapResult::Kill,
@@ -1088,6 +1126,11 @@ impl Target for Integrity {
     fn resume(&self, ti: &Ti<Self>, s: &MaySleep<'_>) {
         // Mode R writes nothing: no superblock, no recalculation (dm-integrity's skip_writes).
         if self.recovery {
+            return;
+        }
+        if let Err(msg) = self.reread_superblock(s) {
+            integrity_err!("{}", msg.to_str().unwrap_or("Error reading superblock"));
+            self.failed.store(true, Ordering::Release);
             return;
         }
         let reset = self.reset_pending.swap(false, Ordering::AcqRel);

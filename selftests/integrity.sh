@@ -10,7 +10,9 @@
 # bit of a write is on disk before the write and cleared after bitmap_flush_interval; ours and the
 # kernel's read each other's data, and a clean close leaves the same superblock and journal area
 # as the kernel's; after a crash (the device below swapped for the error target) reopening
-# recalculates the dirty regions only; integritysetup --integrity-bitmap-mode drives ours.
+# recalculates the dirty regions only; reloads (ours, the kernel's, ours again on one device)
+# take over a live bitmap without recalculating; integritysetup --integrity-bitmap-mode drives
+# ours.
 #
 # integritysetup formats with the kernel's dm-integrity (ours does not format blank devices yet),
 # and gives the table line; the device is then created with that table for $INTEG: ours
@@ -638,6 +640,42 @@ test_bitmap_crash() {
 	integritysetup close rs_k
 }
 
+# A reload swaps tables while the old one is live: the new table's constructor reads the
+# superblock the old one has in force (dirty bitmap), and its resume must read again what the old
+# one left when it was suspended (a clean superblock, an empty journal): no recalculation, the
+# data as written. Ours -> ours, then ours -> the kernel's -> ours on one mapped device (with
+# DM_RUST_IMPL=kernel: the kernel's throughout).
+test_bitmap_reload() {
+	local loop table ktable a b
+	loop=$(make_loop 16)
+	fmt "$loop" crc32c --integrity-bitmap-mode
+	table=$(kernel_table_b "$loop" crc32c --bitmap-sectors-per-bit 2048)
+	ktable=$(echo "$table" | awk '{ $3 = "integrity"; print }')
+	open_ours rs_int "$table"
+	a=$(random_file 1048576)
+	write_at /dev/mapper/rs_int 1048576 "$a"
+	dmsetup reload rs_int --table "$table"
+	dmsetup resume rs_int
+	[ "$(status_field rs_int 3)" = - ] || fail "a reload of the same table started a recalculation: $(dmsetup status rs_int)"
+	sb_dirty "$loop" || fail "no dirty-bitmap flag after the reload"
+	read_at /dev/mapper/rs_int 1048576 1048576 | cmp -s - "$a" || fail "data differs after the reload"
+	dmsetup reload rs_int --table "$ktable" || fail "device-mapper refused the kernel's table in place of ours"
+	dmsetup resume rs_int
+	[ "$(dmsetup table rs_int | awk '{ print $3 }')" = integrity ] || fail "table: $(dmsetup table rs_int)"
+	[ "$(status_field rs_int 3)" = - ] || fail "the kernel's table recalculates after ours: $(dmsetup status rs_int)"
+	read_at /dev/mapper/rs_int 1048576 1048576 | cmp -s - "$a" || fail "the kernel's table reads other data"
+	b=$(random_file 1048576)
+	write_at /dev/mapper/rs_int $((4 * 1048576)) "$b"
+	dmsetup reload rs_int --table "$table"
+	dmsetup resume rs_int
+	[ "$(dmsetup table rs_int)" = "$table" ] || fail "table: $(dmsetup table rs_int)"
+	[ "$(status_field rs_int 3)" = - ] || fail "ours recalculates after the kernel's table: $(dmsetup status rs_int)"
+	read_at /dev/mapper/rs_int 1048576 1048576 | cmp -s - "$a" || fail "$INTEG lost its own data"
+	read_at /dev/mapper/rs_int $((4 * 1048576)) 1048576 | cmp -s - "$b" || fail "$INTEG reads other data than the kernel's table wrote"
+	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "$INTEG finds integrity errors"
+	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches: $(dmsetup status rs_int)"
+}
+
 # dm_rust with upstream names in place of the kernel's dm-integrity (rust only), for
 # integritysetup; undone on the way out, whatever happens.
 upstream_integrity_on() {
@@ -691,7 +729,7 @@ if ! integrity_setup; then
 	run_test setup fail "cannot load dm-integrity and dm_rust without upstream names"
 	ktap_finish
 fi
-ktap_plan 15
+ktap_plan 16
 run_test round_trip_crc32c test_round_trip_crc32c
 run_test round_trip_sha256 test_round_trip_sha256
 run_test hmac_fix_hmac test_hmac_fix_hmac
@@ -706,6 +744,7 @@ run_test recalculate_messages test_recalculate_messages
 run_test bitmap_ext4 test_bitmap_ext4
 run_test bitmap_interop test_bitmap_interop
 run_test bitmap_crash test_bitmap_crash
+run_test bitmap_reload test_bitmap_reload
 run_test bitmap_integritysetup test_bitmap_integritysetup
 # The kernel's dm_integrity would keep dm_rust from loading with upstream names (a later script's
 # verity) under the same name: unload it, and dm_rust loaded without upstream names.

@@ -498,8 +498,9 @@ test_recalculate_messages() {
 }
 
 # Mode B with ext4: mkfs, mount, copy, fsync, umount, fsck through $INTEG, with 1 MiB per bit
-# and a flush every 500 ms: the bits are on disk while the files are written and all clear once
-# the flush has passed; then the kernel's target checks every tag and fsck passes through it.
+# and a flush every 500 ms: the bits in use are all clear on disk once the flush has passed
+# (bitmap_interop checks that a write's bit is there before); then the kernel's target checks
+# every tag and fsck passes through it.
 test_bitmap_ext4() {
 	local loop table mnt a b nbits
 	loop=$(make_loop 48)

@@ -677,6 +677,44 @@ test_bitmap_reload() {
 	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches: $(dmsetup status rs_int)"
 }
 
+# A mode J device that crashed leaves committed entries in its journal, which dm-integrity
+# replays on its next resume in every mode but R. Ours in mode B, whose bitmap would go over
+# them, refuses the table by name and writes nothing; the kernel's target replays them (with
+# DM_RUST_IMPL=kernel, in mode B itself).
+test_bitmap_journal_to_replay() {
+	local loop n table a before
+	loop=$(make_loop 32)
+	fmt "$loop" crc32c
+	table=$(kernel_table_b "$loop" crc32c)
+	n=$(blockdev --getsz "$loop")
+	dmsetup create rs_lower --table "0 $n linear $loop 0"
+	# Mode J (integritysetup's default): a small write, committed to the journal by a flush,
+	# then the crash (nothing more reaches the disk, the close's clean journal neither).
+	integritysetup open -I crc32c /dev/mapper/rs_lower rs_k
+	dmsetup table rs_k | grep -q ' J ' || fail "not mode J: $(dmsetup table rs_k)"
+	a=$(random_file 8192)
+	write_at /dev/mapper/rs_k 1048576 "$a"
+	blockdev --flushbufs /dev/mapper/rs_k
+	dmsetup reload rs_lower --table "0 $n error"
+	dmsetup resume rs_lower
+	dmsetup remove --retry rs_k
+	dmsetup remove --retry rs_lower
+	blockdev --flushbufs "$loop"
+	if [ "$DM_RUST_IMPL" = rust ]; then
+		before=$(md5sum <"$loop")
+		expect_table_refused rs_int "The journal has entries to replay" "$table"
+		blockdev --flushbufs "$loop"
+		[ "$(md5sum <"$loop")" = "$before" ] || fail "the refused table wrote to the device"
+		integritysetup open -I crc32c "$loop" rs_k
+		read_at /dev/mapper/rs_k 1048576 8192 | cmp -s - "$a" || fail "the kernel's replay lost the write"
+		integritysetup close rs_k
+	fi
+	# Replayed (by the kernel's target above, or by the kernel's own mode B): mode B opens.
+	open_ours rs_int "$table"
+	read_at /dev/mapper/rs_int 1048576 8192 | cmp -s - "$a" || fail "the journal's write is not in place"
+	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "$INTEG finds integrity errors"
+}
+
 # dm_rust with upstream names in place of the kernel's dm-integrity (rust only), for
 # integritysetup; undone on the way out, whatever happens.
 upstream_integrity_on() {
@@ -730,7 +768,7 @@ if ! integrity_setup; then
 	run_test setup fail "cannot load dm-integrity and dm_rust without upstream names"
 	ktap_finish
 fi
-ktap_plan 16
+ktap_plan 17
 run_test round_trip_crc32c test_round_trip_crc32c
 run_test round_trip_sha256 test_round_trip_sha256
 run_test hmac_fix_hmac test_hmac_fix_hmac
@@ -746,6 +784,7 @@ run_test bitmap_ext4 test_bitmap_ext4
 run_test bitmap_interop test_bitmap_interop
 run_test bitmap_crash test_bitmap_crash
 run_test bitmap_reload test_bitmap_reload
+run_test bitmap_journal_to_replay test_bitmap_journal_to_replay
 run_test bitmap_integritysetup test_bitmap_integritysetup
 # The kernel's dm_integrity would keep dm_rust from loading with upstream names (a later script's
 # verity) under the same name: unload it, and dm_rust loaded without upstream names.

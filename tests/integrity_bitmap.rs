@@ -32,7 +32,8 @@ fn value<'a>(text: &'a str, key: &str) -> &'a str {
 
 /// `integritysetup dump` of a file holding `sb` in a 4 KiB superblock area.
 fn dump(sb: &Superblock, name: &str) -> Vec<(String, String)> {
-    let path = std::env::temp_dir().join(format!("dm-rust-bitmap-{}-{name}.img", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("dm-rust-bitmap-{}-{name}.img", std::process::id()));
     let mut area = vec![0u8; 1 << 20];
     sb.write(&mut area).unwrap();
     fs::write(&path, &area).unwrap();
@@ -42,7 +43,11 @@ fn dump(sb: &Superblock, name: &str) -> Vec<(String, String)> {
         .output()
         .expect("integritysetup (package cryptsetup-bin) must be installed");
     let _ = fs::remove_file(&path);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -54,7 +59,10 @@ fn dump(sb: &Superblock, name: &str) -> Vec<(String, String)> {
 }
 
 fn field<'a>(d: &'a [(String, String)], k: &str) -> &'a str {
-    &d.iter().find(|(key, _)| key == k).unwrap_or_else(|| panic!("no {k}")).1
+    &d.iter()
+        .find(|(key, _)| key == k)
+        .unwrap_or_else(|| panic!("no {k}"))
+        .1
 }
 
 /// The record's superblock as formatted, its geometry and the bitmap for the table's
@@ -64,7 +72,10 @@ fn recorded() -> (Superblock, String, Geometry, Bits) {
     let sb = Superblock::parse(&fs::read(data().join("bitmap.sb")).unwrap()).unwrap();
     let device_sectors: u64 = value(&text, "device_sectors").parse().unwrap();
     let geo = open(&sb, None, device_sectors, 0, 7).unwrap();
-    let bits = Bits::new(&bitmap(&geo, Some(65536)), u32::from(sb.log2_sectors_per_block));
+    let bits = Bits::new(
+        &bitmap(&geo, Some(65536)),
+        u32::from(sb.log2_sectors_per_block),
+    );
     (sb, text, geo, bits)
 }
 
@@ -75,7 +86,8 @@ fn resume_writes_the_kernels_superblock() {
     let n = bits.bytes() as usize;
     let (mut d, mut r, mut w) = (vec![0xa5u8; n], vec![0u8; n], vec![0u8; n]);
     let p = geo.provided_data_sectors();
-    let res = integrity_bitmap::on_resume(&mut sb, true, &bits, false, p, p, &mut d, &mut r, &mut w);
+    let res =
+        integrity_bitmap::on_resume(&mut sb, true, &bits, false, p, p, &mut d, &mut r, &mut w);
     assert!(res.write_bitmap && res.write_superblock && !res.write_empty_journal);
     // The one bit in use (60992 sectors, 65536 per bit) is cleared, the rest left as read.
     assert_eq!(d[0], 0xa4);
@@ -96,7 +108,9 @@ fn resume_writes_the_kernels_superblock() {
     assert_eq!(field(&ours, "log2_blocks_per_bitmap"), "16");
     assert_eq!(field(&ours, "superblock_version"), "5");
     // The table line's sectors_per_bit is 2^(log2 of sectors per block + that).
-    assert!(value(&text, "table").contains(&format!(" sectors_per_bit:{} ", bits.sectors_per_bit())));
+    assert!(
+        value(&text, "table").contains(&format!(" sectors_per_bit:{} ", bits.sectors_per_bit()))
+    );
 }
 
 #[test]
@@ -112,17 +126,34 @@ fn suspend_clears_the_flag_and_a_crash_recalculates() {
     bits.set(&mut d, 30000, 8);
     assert_eq!(d[0], 1);
     let mut crashed = sb;
-    let res = integrity_bitmap::on_resume(&mut crashed, true, &bits, false, p, p, &mut d, &mut r, &mut w);
+    let res = integrity_bitmap::on_resume(
+        &mut crashed,
+        true,
+        &bits,
+        false,
+        p,
+        p,
+        &mut d,
+        &mut r,
+        &mut w,
+    );
     assert!(!res.write_bitmap && res.write_superblock);
     assert!(crashed.has(SB_FLAG_RECALCULATING) && crashed.recalc_sector == 0);
     assert_eq!((r[0], w[0]), (1, 1));
     // The recalculation redoes the bit's sectors, and nothing once the bit is clear.
     assert_eq!(bits.recalc_part(&r, 256, 256), Some((256, 256)));
-    assert_eq!(bits.recalc_done(p - 64, 64), (0, 0), "the last, partial bit stays");
+    assert_eq!(
+        bits.recalc_done(p - 64, 64),
+        (0, 0),
+        "the last, partial bit stays"
+    );
     assert_eq!(bits.recalc_part(&vec![0u8; n], 0, p), None);
     crashed.set_version(true, false);
     let dumped = dump(&crashed, "crashed");
-    assert_eq!(field(&dumped, "flags"), "recalculating dirty_bitmap fix_padding fix_hmac");
+    assert_eq!(
+        field(&dumped, "flags"),
+        "recalculating dirty_bitmap fix_padding fix_hmac"
+    );
     // A clean suspend: the flag goes, the version stays what the features need.
     let mut clean = sb;
     clean.flags &= !SB_FLAG_DIRTY_BITMAP;
@@ -168,13 +199,26 @@ fn kernel_bitmap(geo: &Geometry, log2_spb: u32, sectors_per_bit: Option<u64>) ->
 fn bitmap_size_as_the_kernels_constructor() {
     let (sb, _, _, _) = recorded();
     for sectors in [20011u64, 65536, 1 << 20, 3 << 22, 1 << 31, 1 << 36] {
-        for spb in [None, Some(0), Some(1), Some(8), Some(100_000), Some(1 << 24)] {
+        for spb in [
+            None,
+            Some(0),
+            Some(1),
+            Some(8),
+            Some(100_000),
+            Some(1 << 24),
+        ] {
             let geo = open(&sb, None, sectors, 0, 7).unwrap();
             let ours = bitmap(&geo, spb);
             let (l, blocks) = kernel_bitmap(&geo, 0, spb);
-            assert_eq!((ours.log2_blocks_per_bit, ours.blocks), (l, blocks), "{sectors} {spb:?}");
+            assert_eq!(
+                (ours.log2_blocks_per_bit, ours.blocks),
+                (l, blocks),
+                "{sectors} {spb:?}"
+            );
             // Never more than the journal area holds.
-            let journal = u64::from(geo.journal().section_sectors) * u64::from(geo.params().journal_sections) * 512;
+            let journal = u64::from(geo.journal().section_sectors)
+                * u64::from(geo.params().journal_sections)
+                * 512;
             assert!(Bits::new(&ours, 0).bytes() <= journal, "{sectors} {spb:?}");
         }
     }

@@ -25,7 +25,9 @@
 //! to be, on disk), `may_write` (bits known to be set on disk: a write inside them goes ahead at
 //! once) and `recalc` (regions whose tags must be recalculated; reads there are not checked).
 
-use crate::integrity_geometry::{Bitmap as Shape, JournalShape, BITMAP_BLOCK_SIZE, JOURNAL_BLOCK_SECTORS};
+use crate::integrity_geometry::{
+    Bitmap as Shape, JournalShape, BITMAP_BLOCK_SIZE, JOURNAL_BLOCK_SECTORS,
+};
 use crate::integrity_superblock::{Superblock, SB_FLAG_DIRTY_BITMAP, SB_FLAG_RECALCULATING};
 
 /// Sectors of one bitmap block.
@@ -346,7 +348,6 @@ pub fn empty_journal_sector(shape: &JournalShape, section: u32, sector: u32, out
     out[504..512].copy_from_slice(&id.to_le_bytes());
 }
 
-
 /// Per-section summary byte of [`JournalScan`]: the low bits are the commit sequence shared by
 /// every sector of the section ([`MIXED`] if they differ), bit 7 says an entry is in use.
 const MIXED: u8 = 0x7f;
@@ -580,7 +581,14 @@ mod tests {
         let mut s = sb();
         let p = s.provided_data_sectors;
         let res = on_resume(&mut s, true, &b, false, p, p, &mut d, &mut r, &mut w);
-        assert_eq!(res, Resume { write_bitmap: true, write_empty_journal: false, write_superblock: true });
+        assert_eq!(
+            res,
+            Resume {
+                write_bitmap: true,
+                write_empty_journal: false,
+                write_superblock: true
+            }
+        );
         assert!(s.has(SB_FLAG_DIRTY_BITMAP));
         assert_eq!(s.log2_blocks_per_bitmap_bit, 15);
         // The 32 bits in use are cleared; the rest of the block is left as read.
@@ -634,7 +642,14 @@ mod tests {
         s.version = 3;
         let p = s.provided_data_sectors;
         let res = on_resume(&mut s, false, &b, false, p, p, &mut d, &mut [], &mut []);
-        assert_eq!(res, Resume { write_bitmap: false, write_empty_journal: true, write_superblock: true });
+        assert_eq!(
+            res,
+            Resume {
+                write_bitmap: false,
+                write_empty_journal: true,
+                write_superblock: true
+            }
+        );
         assert!(!s.has(SB_FLAG_DIRTY_BITMAP) && !s.has(SB_FLAG_RECALCULATING));
         s.flags |= SB_FLAG_DIRTY_BITMAP;
         d[3] = 1;
@@ -649,7 +664,17 @@ mod tests {
         let mut s = sb();
         s.flags |= SB_FLAG_DIRTY_BITMAP;
         s.log2_blocks_per_bitmap_bit = 15;
-        let res = on_resume(&mut s, true, &b, false, 4 << 15, 6 << 15, &mut d, &mut r, &mut w);
+        let res = on_resume(
+            &mut s,
+            true,
+            &b,
+            false,
+            4 << 15,
+            6 << 15,
+            &mut d,
+            &mut r,
+            &mut w,
+        );
         assert!(res.write_bitmap && res.write_superblock);
         assert_eq!(s.provided_data_sectors, 6 << 15);
         assert_eq!(r[0], 0x30);
@@ -667,11 +692,17 @@ mod tests {
             assert_eq!(&e[..8], &[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
             assert!(e[8..].iter().all(|x| *x == 0));
         }
-        assert_eq!(u64::from_le_bytes(s[504..].try_into().unwrap()), 0x1111_1113_1111_1112);
+        assert_eq!(
+            u64::from_le_bytes(s[504..].try_into().unwrap()),
+            0x1111_1113_1111_1112
+        );
         // A data sector: zeroes and the commit id only.
         empty_journal_sector(&shape, 0, 8, &mut s);
         assert!(s[..504].iter().all(|x| *x == 0));
-        assert_eq!(u64::from_le_bytes(s[504..].try_into().unwrap()), 0x1111_1111_1111_1119);
+        assert_eq!(
+            u64::from_le_bytes(s[504..].try_into().unwrap()),
+            0x1111_1111_1111_1119
+        );
     }
 
     fn scan(shape: JournalShape, sections: u32, f: impl Fn(u32, u32, &mut [u8; 512])) -> bool {

@@ -159,6 +159,35 @@ impl Bits {
         Some((s, e - s))
     }
 
+    /// The first sector at or after `from` (block-aligned), below `end`, whose bit is set in
+    /// `recalc`; `end` if there is none. The recalculation moves its position there at once:
+    /// a clean region needs no work, and its tags are valid.
+    pub fn next_marked(&self, recalc: &[u8], from: u64, end: u64) -> u64 {
+        if from >= end {
+            return end;
+        }
+        let last = shr(end - 1, self.shift);
+        let mut i = shr(from, self.shift);
+        while i <= last {
+            if i % 8 == 0 {
+                // Whole clear bytes at once.
+                match usize::try_from(i / 8).ok().and_then(|b| recalc.get(b)) {
+                    None => return end,
+                    Some(0) => {
+                        i += 8;
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+            }
+            if test(recalc, i) {
+                return shl(i, self.shift).max(from).min(end);
+            }
+            i += 1;
+        }
+        end
+    }
+
     /// After the range `[start, start + n)` was recalculated: the sectors whose `recalc` bits
     /// may be cleared, `[start, end)` with both rounded down to a bit (a bit the range ends
     /// inside is cleared by the range that finishes it).
@@ -546,6 +575,22 @@ mod tests {
         // Past the slice: ignored, tested as clear.
         b.set(&mut m, 2000, 8);
         assert!(b.all_clear(&m, 2000, 8));
+    }
+
+    #[test]
+    fn next_marked_region() {
+        // 8 sectors per bit.
+        let b = bits(0, 3, 4096);
+        let mut m = [0u8; 512];
+        assert_eq!(b.next_marked(&m, 0, 1000), 1000);
+        b.set(&mut m, 8 * 700, 1);
+        b.set(&mut m, 8 * 3, 1);
+        assert_eq!(b.next_marked(&m, 0, 32768), 24);
+        assert_eq!(b.next_marked(&m, 26, 32768), 26);
+        assert_eq!(b.next_marked(&m, 32, 32768), 5600);
+        assert_eq!(b.next_marked(&m, 32, 5000), 5000);
+        assert_eq!(b.next_marked(&m, 5608, 32768), 32768);
+        assert_eq!(b.next_marked(&m, 40000, 32768), 32768);
     }
 
     #[test]

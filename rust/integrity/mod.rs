@@ -732,6 +732,17 @@ impl Integrity {
         let mut paused = false;
         while !self.stop.load(Ordering::Acquire) {
             let pos = self.sb.lock().sb.recalc_sector;
+            if self.bitmap_mode {
+                // Clean regions need no work: the position moves over them at once (no range
+                // to lock, no checkpoint to write), up to the next marked one.
+                let next = self.bits.next_marked(&self.bm.lock().recalc, pos, provided);
+                if next > pos {
+                    let mut g = self.sb.lock();
+                    g.sb.recalc_sector = next;
+                    g.dirty = true;
+                    continue;
+                }
+            }
             let Some(r) = recalc::next_range(pos, provided, Some(log2_i), RECALC_CHUNK_SECTORS)
             else {
                 break;

@@ -558,7 +558,7 @@ test_bitmap_interop() {
 	bitmap_clear "$loop" "$(bitmap_bits rs_int)" || fail "bitmap bits set before any write"
 	a=$(random_file 1048576)
 	write_at /dev/mapper/rs_int 65536 "$a"
-	# Sector 128 is in bit 0 (32768 sectors per bit).
+	# The write starts at sector 128, in bit 0 whatever the granularity.
 	bitmap_bit "$loop" 0 || fail "the write's bitmap bit is not on disk"
 	read_at /dev/mapper/rs_int 65536 1048576 | cmp -s - "$a" || fail "read back through $INTEG differs"
 	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "reading all of $INTEG failed"

@@ -23,6 +23,7 @@ pub(crate) use dm::args as dm_args;
 /// The pure integrity modules refer to each other under these names, which they also have in the
 /// host test crate.
 pub(crate) use integrity::superblock as integrity_superblock;
+pub(crate) use integrity::geometry as integrity_geometry;
 
 module! {
     type: DmRust,

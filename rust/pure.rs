@@ -39,6 +39,10 @@ pub mod integrity_geometry;
 #[path = "integrity/table.rs"]
 pub mod integrity_table;
 
+/// dm-integrity's B-mode dirty bitmap.
+#[path = "integrity/bitmap.rs"]
+pub mod integrity_bitmap;
+
 /// dm-integrity's recalculation bookkeeping and controls.
 #[path = "integrity/recalc.rs"]
 pub mod integrity_recalc;

@@ -6,7 +6,13 @@
 # counted in the status line; damaged superblocks are refused and nothing is written; writes and
 # reads racing on the same blocks never fail; recalculate from a --no-wipe format runs to the end
 # and leaves every tag valid (checked by the kernel's target too); suspend stops the worker with
-# its position kept, resume finishes it.
+# its position kept, resume finishes it. Mode B (bitmap): ext4 on it survives fsck; the bitmap
+# bit of a write is on disk before the write and cleared after bitmap_flush_interval; ours and the
+# kernel's read each other's data, and a clean close leaves the same superblock and journal area
+# as the kernel's; after a crash (the device below swapped for the error target) reopening
+# recalculates the dirty regions only; reloads (ours, the kernel's, ours again on one device)
+# take over a live bitmap without recalculating; integritysetup --integrity-bitmap-mode drives
+# ours.
 #
 # integritysetup formats with the kernel's dm-integrity (ours does not format blank devices yet),
 # and gives the table line; the device is then created with that table for $INTEG: ours
@@ -47,6 +53,61 @@ kernel_table() {
 	t=$(dmsetup table --showkeys rs_k)
 	integritysetup close rs_k
 	echo "$t" | awk -v n="$INTEG" '{ $3 = n; print }'
+}
+
+# kernel_table_b <dev> <hash> [open options...]: the same for mode B (the kernel's target puts
+# the bitmap in force when opened and writes an empty journal over it when closed).
+kernel_table_b() {
+	local dev=$1 hash=$2 t
+	shift 2
+	integritysetup open -I "$hash" --integrity-bitmap-mode "$@" "$dev" rs_k >/dev/null
+	t=$(dmsetup table --showkeys rs_k)
+	integritysetup close rs_k
+	echo "$t" | awk -v n="$INTEG" '{ $3 = n; print }'
+}
+
+# sb_field <dev> <offset> <od type>: a superblock field (24 u4: flags, 8 u1: version,
+# 29 u1: log2 of blocks per bitmap bit, 32 u8: recalc_sector).
+sb_field() { dd if="$1" bs=512 count=1 iflag=direct status=none | od -An -t"$3" -j"$2" -N"${3#u}" | tr -d ' '; }
+# sb_dirty <dev>: the superblock has the dirty-bitmap flag (0x4).
+sb_dirty() { [ $(($(sb_field "$1" 24 u4) & 4)) != 0 ]; }
+
+# bitmap_byte <dev> <n>: byte <n> of the bitmap (at the start of the journal, sector 8).
+bitmap_byte() { dd if="$1" bs=512 skip=8 count=8 iflag=direct status=none | od -An -tu1 -j"$2" -N1 | tr -d ' '; }
+# bitmap_bit <dev> <bit>: that bit of the on-disk bitmap is set.
+bitmap_bit() { [ $(($(bitmap_byte "$1" $(($2 / 8))) >> ($2 % 8) & 1)) = 1 ]; }
+# bitmap_clear <dev> <bits>: the first <bits> bits (those in use) of the on-disk bitmap are
+# clear; the rest of its 4 KiB block is whatever the journal area held (dm-integrity leaves it).
+bitmap_clear() {
+	dd if="$1" bs=512 skip=8 count=8 iflag=direct status=none | python3 -c '
+import sys
+n = int(sys.argv[1])
+b = sys.stdin.buffer.read()
+sys.exit(0 if all(b[i // 8] >> (i % 8) & 1 == 0 for i in range(n)) else 1)
+' "$2"
+}
+# bitmap_bits <name>: the bits of the bitmap in use on device <name> (its provided sectors over
+# its sectors_per_bit).
+bitmap_bits() {
+	local spb provided
+	spb=$(dmsetup table "$1" | grep -o 'sectors_per_bit:[0-9]*' | cut -d: -f2)
+	provided=$(status_field "$1" 2)
+	echo $(((provided + spb - 1) / spb))
+}
+
+# journal_sectors <dev>: the size of the journal area from the superblock (dm-integrity's
+# calculate_journal_section_size).
+journal_sectors() {
+	python3 -c '
+import struct, sys
+sb = open(sys.argv[1], "rb").read(64)
+tag, sections = struct.unpack_from("<HI", sb, 10)
+flags = struct.unpack_from("<I", sb, 24)[0]
+l2 = sb[28]
+entry = (8 + 8 * (1 << l2) + tag + 7) // 8 * 8
+per_sector = (504 - (8 if flags & 1 else 0)) // entry
+print(sections * ((per_sector * 8 << l2) + 8))
+' "$1"
 }
 
 # open_ours <name> <table>
@@ -436,12 +497,284 @@ test_recalculate_messages() {
 	return 0
 }
 
+# Mode B with ext4: mkfs, mount, copy, fsync, umount, fsck through $INTEG, with 1 MiB per bit
+# and a flush every 500 ms: the bits in use are all clear on disk once the flush has passed
+# (bitmap_interop checks that a write's bit is there before); then the kernel's target checks
+# every tag and fsck passes through it.
+test_bitmap_ext4() {
+	local loop table mnt a b nbits
+	loop=$(make_loop 48)
+	fmt "$loop" sha256 --integrity-bitmap-mode
+	table=$(kernel_table_b "$loop" sha256 --bitmap-sectors-per-bit 2048 --bitmap-flush-time 500)
+	echo "# table: $table"
+	[[ $table == *" B "*" sectors_per_bit:2048 bitmap_flush_interval:500 "* ]] || fail "table line: $table"
+	open_ours rs_int "$table"
+	[ "$(dmsetup table rs_int)" = "$table" ] || fail "table line: $(dmsetup table rs_int)"
+	sb_dirty "$loop" || fail "no dirty-bitmap flag in the superblock while open"
+	nbits=$(bitmap_bits rs_int)
+	mkfs.ext4 -q /dev/mapper/rs_int
+	mnt=$SCRATCH/mnt
+	mkdir "$mnt"
+	mount /dev/mapper/rs_int "$mnt"
+	a=$(random_file 3145728)
+	b=$(random_file 1048576)
+	cp "$a" "$mnt/a"
+	mkdir "$mnt/d"
+	cp "$b" "$mnt/d/b"
+	sync -f "$mnt/a"
+	umount "$mnt"
+	wait_for 20 bitmap_clear "$loop" "$nbits" || fail "bitmap bits still set well after bitmap_flush_interval"
+	fsck.ext4 -fn /dev/mapper/rs_int || fail "fsck found errors"
+	mount /dev/mapper/rs_int "$mnt"
+	cmp -s "$mnt/a" "$a" && cmp -s "$mnt/d/b" "$b" || fail "files differ after a remount"
+	umount "$mnt"
+	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches: $(dmsetup status rs_int)"
+	dmsetup status rs_int
+	dmsetup remove --retry rs_int
+	sb_dirty "$loop" && fail "dirty-bitmap flag left after a clean close"
+	integritysetup open -I sha256 --integrity-bitmap-mode "$loop" rs_k
+	dd if=/dev/mapper/rs_k of=/dev/null bs=1M iflag=direct status=none || fail "the kernel's dm-integrity finds integrity errors"
+	fsck.ext4 -fn /dev/mapper/rs_k || fail "fsck through the kernel's dm-integrity found errors"
+	integritysetup close rs_k
+}
+
+# Mode B between ours and the kernel's: the write's bit is on disk (flushes every 60 s: not yet
+# cleared); data written by either reads back through the other with no integrity error; a
+# clean close of ours leaves the superblock and the journal area byte for byte as the kernel's.
+test_bitmap_interop() {
+	local loop table a b js
+	loop=$(make_loop 16)
+	fmt "$loop" crc32c --integrity-bitmap-mode
+	table=$(kernel_table_b "$loop" crc32c --bitmap-flush-time 60000)
+	echo "# table: $table"
+	# What the kernel's target left when it was closed.
+	js=$(journal_sectors "$loop")
+	echo "# journal: $js sectors, superblock version $(sb_field "$loop" 8 u1), log2 blocks per bit $(sb_field "$loop" 29 u1)"
+	dd if="$loop" of="$SCRATCH/kernel.head" bs=512 count=$((8 + js)) iflag=direct status=none
+	open_ours rs_int "$table"
+	[ "$(dmsetup table rs_int)" = "$table" ] || fail "table line: $(dmsetup table rs_int)"
+	sb_dirty "$loop" || fail "no dirty-bitmap flag in the superblock while open"
+	[ "$(sb_field "$loop" 8 u1)" -ge 3 ] || fail "superblock version $(sb_field "$loop" 8 u1) in mode B"
+	bitmap_clear "$loop" "$(bitmap_bits rs_int)" || fail "bitmap bits set before any write"
+	a=$(random_file 1048576)
+	write_at /dev/mapper/rs_int 65536 "$a"
+	# The write starts at sector 128, in bit 0 whatever the granularity.
+	bitmap_bit "$loop" 0 || fail "the write's bitmap bit is not on disk"
+	read_at /dev/mapper/rs_int 65536 1048576 | cmp -s - "$a" || fail "read back through $INTEG differs"
+	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "reading all of $INTEG failed"
+	dmsetup remove --retry rs_int
+	sb_dirty "$loop" && fail "dirty-bitmap flag left after a clean close"
+	dd if="$loop" of="$SCRATCH/ours.head" bs=512 count=$((8 + js)) iflag=direct status=none
+	cmp "$SCRATCH/kernel.head" "$SCRATCH/ours.head" ||
+		fail "superblock or journal area after a clean close differs from the kernel's"
+	# Ours -> the kernel's.
+	integritysetup open -I crc32c --integrity-bitmap-mode "$loop" rs_k
+	read_at /dev/mapper/rs_k 65536 1048576 | cmp -s - "$a" || fail "the kernel's dm-integrity reads other data"
+	dd if=/dev/mapper/rs_k of=/dev/null bs=1M iflag=direct status=none || fail "the kernel's dm-integrity finds integrity errors"
+	[ "$(dmsetup status rs_k | awk '{ print $4 }')" = 0 ] || fail "the kernel's dm-integrity counts mismatches"
+	# The kernel's -> ours.
+	b=$(random_file 1048576)
+	write_at /dev/mapper/rs_k 2097152 "$b"
+	integritysetup close rs_k
+	open_ours rs_int "$table"
+	read_at /dev/mapper/rs_int 2097152 1048576 | cmp -s - "$b" || fail "$INTEG reads other data than the kernel's wrote"
+	read_at /dev/mapper/rs_int 65536 1048576 | cmp -s - "$a" || fail "$INTEG lost its own data"
+	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "$INTEG finds integrity errors"
+	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches counted: $(dmsetup status rs_int)"
+	[ "$(status_field rs_int 3)" = - ] || fail "status line: $(dmsetup status rs_int)"
+	dmsetup status rs_int
+}
+
+# A crash in mode B: $INTEG over a linear device writes (the bit of its 1 MiB region set on
+# disk first), then the device below becomes the error target, so the close writes nothing: the
+# superblock keeps the dirty-bitmap flag. The data of that region is then changed on the disk (a
+# write whose tags never made it), and so is a block of a region written cleanly before. Opened
+# again, $INTEG recalculates the dirty region: it reads with no error (also before the worker
+# reaches it) and returns the new data; the clean region still fails its check, in ours and in
+# the kernel's.
+test_bitmap_crash() {
+	local loop table n a b provided
+	loop=$(make_loop 16)
+	fmt "$loop" crc32c --integrity-bitmap-mode
+	b=$(random_file 65536)
+	integritysetup open -I crc32c --integrity-bitmap-mode "$loop" rs_k
+	write_at /dev/mapper/rs_k $((10 * 1048576)) "$b"
+	integritysetup close rs_k
+	table=$(kernel_table_b "$loop" crc32c --bitmap-sectors-per-bit 2048 --bitmap-flush-time 600000)
+	n=$(blockdev --getsz "$loop")
+	dmsetup create rs_lower --table "0 $n linear $loop 0"
+	open_ours rs_int "$(echo "$table" | awk '{ $4 = "/dev/mapper/rs_lower"; print }')"
+	a=$(random_file 1048576)
+	write_at /dev/mapper/rs_int $((4 * 1048576)) "$a"
+	blockdev --flushbufs /dev/mapper/rs_int
+	bitmap_bit "$loop" 4 || fail "the write's bitmap bit (4) is not on disk"
+	bitmap_bit "$loop" 10 && fail "bit 10 set: nothing was written there"
+	# The crash: nothing $INTEG writes from now on reaches the disk.
+	dmsetup reload rs_lower --table "0 $n error"
+	dmsetup resume rs_lower
+	dmsetup remove --retry rs_int
+	dmsetup remove --retry rs_lower
+	blockdev --flushbufs "$loop"
+	sb_dirty "$loop" || fail "the crash left no dirty-bitmap flag"
+	bitmap_bit "$loop" 4 || fail "the crash left no bit 4"
+	# Torn writes: data changed without its tag, in the dirty region and in a clean one.
+	corrupt_on_dev "$a" 0 "$loop" >/dev/null || fail "data of the dirty region not found on $loop"
+	corrupt_on_dev "$b" 0 "$loop" >/dev/null || fail "data of the clean region not found on $loop"
+	blockdev --flushbufs "$loop"
+	open_ours rs_int "$table"
+	read_at /dev/mapper/rs_int $((4 * 1048576)) 1048576 >"$SCRATCH/r1" || fail "a dirty region failed to read after the crash"
+	provided=$(status_field rs_int 2)
+	wait_for 120 position_is rs_int "$provided" ||
+		fail "recalculation stopped at $(status_field rs_int 3) of $provided"
+	read_at /dev/mapper/rs_int $((4 * 1048576)) 1048576 >"$SCRATCH/r2" || fail "the recalculated region failed to read"
+	cmp -s "$SCRATCH/r1" "$SCRATCH/r2" || fail "the dirty region reads differently before and after its recalculation"
+	[ "$(cmp -l "$SCRATCH/r2" "$a" | wc -l)" = 1 ] || fail "the recalculated region does not read as on the disk"
+	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches in the dirty region: $(dmsetup status rs_int)"
+	read_at /dev/mapper/rs_int $((10 * 1048576)) 4096 >/dev/null 2>&1 && fail "a clean region was recalculated"
+	dmsetup status rs_int
+	dmsetup remove --retry rs_int
+	sb_dirty "$loop" && fail "dirty-bitmap flag left after a clean close"
+	integritysetup open -I crc32c --integrity-bitmap-mode "$loop" rs_k
+	read_at /dev/mapper/rs_k $((4 * 1048576)) 1048576 | cmp -s - "$SCRATCH/r2" ||
+		fail "the kernel's dm-integrity reads the recalculated region otherwise"
+	read_at /dev/mapper/rs_k $((10 * 1048576)) 4096 >/dev/null 2>&1 && fail "the kernel's target read the corrupted clean region"
+	integritysetup close rs_k
+}
+
+# A reload swaps tables while the old one is live: the new table's constructor reads the
+# superblock the old one has in force (dirty bitmap), and its resume must read again what the old
+# one left when it was suspended (a clean superblock, an empty journal): no recalculation, the
+# data as written. Ours -> ours, then ours -> the kernel's -> ours on one mapped device (with
+# DM_RUST_IMPL=kernel: the kernel's throughout).
+test_bitmap_reload() {
+	local loop table ktable a b
+	loop=$(make_loop 16)
+	fmt "$loop" crc32c --integrity-bitmap-mode
+	# 256 KiB per bit: the bits in use reach the bytes an empty journal sets (its first entry's
+	# "unused" mark), so a table that took the journal for a dirty bitmap would recalculate.
+	table=$(kernel_table_b "$loop" crc32c --bitmap-sectors-per-bit 512)
+	ktable=$(echo "$table" | awk '{ $3 = "integrity"; print }')
+	open_ours rs_int "$table"
+	a=$(random_file 1048576)
+	write_at /dev/mapper/rs_int 1048576 "$a"
+	dmsetup reload rs_int --table "$table"
+	dmsetup resume rs_int
+	[ "$(status_field rs_int 3)" = - ] || fail "a reload of the same table started a recalculation: $(dmsetup status rs_int)"
+	sb_dirty "$loop" || fail "no dirty-bitmap flag after the reload"
+	read_at /dev/mapper/rs_int 1048576 1048576 | cmp -s - "$a" || fail "data differs after the reload"
+	dmsetup reload rs_int --table "$ktable" || fail "device-mapper refused the kernel's table in place of ours"
+	dmsetup resume rs_int
+	[ "$(dmsetup table rs_int | awk '{ print $3 }')" = integrity ] || fail "table: $(dmsetup table rs_int)"
+	[ "$(status_field rs_int 3)" = - ] || fail "the kernel's table recalculates after ours: $(dmsetup status rs_int)"
+	read_at /dev/mapper/rs_int 1048576 1048576 | cmp -s - "$a" || fail "the kernel's table reads other data"
+	b=$(random_file 1048576)
+	write_at /dev/mapper/rs_int $((4 * 1048576)) "$b"
+	dmsetup reload rs_int --table "$table"
+	dmsetup resume rs_int
+	[ "$(dmsetup table rs_int)" = "$table" ] || fail "table: $(dmsetup table rs_int)"
+	[ "$(status_field rs_int 3)" = - ] || fail "ours recalculates after the kernel's table: $(dmsetup status rs_int)"
+	read_at /dev/mapper/rs_int 1048576 1048576 | cmp -s - "$a" || fail "$INTEG lost its own data"
+	read_at /dev/mapper/rs_int $((4 * 1048576)) 1048576 | cmp -s - "$b" || fail "$INTEG reads other data than the kernel's table wrote"
+	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "$INTEG finds integrity errors"
+	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches: $(dmsetup status rs_int)"
+}
+
+# A mode J device that crashed leaves committed entries in its journal, which dm-integrity
+# replays on its next resume in every mode but R. Ours in mode B, whose bitmap would go over
+# them, refuses the table by name and writes nothing; the kernel's target replays them (with
+# DM_RUST_IMPL=kernel, in mode B itself).
+test_bitmap_journal_to_replay() {
+	local loop n table a before
+	loop=$(make_loop 32)
+	fmt "$loop" crc32c
+	table=$(kernel_table_b "$loop" crc32c)
+	n=$(blockdev --getsz "$loop")
+	dmsetup create rs_lower --table "0 $n linear $loop 0"
+	# Mode J (integritysetup's default): a small write, committed to the journal by a flush,
+	# then the crash (nothing more reaches the disk, the close's clean journal neither).
+	integritysetup open -I crc32c /dev/mapper/rs_lower rs_k
+	dmsetup table rs_k | grep -q ' J ' || fail "not mode J: $(dmsetup table rs_k)"
+	a=$(random_file 8192)
+	# fsync sends the flush that commits the journal (BLKFLSBUF would not: no flush, and the
+	# write would still be only in the target's memory).
+	dd if="$a" of=/dev/mapper/rs_k bs=8192 seek=128 oflag=direct conv=notrunc,fsync status=none
+	dmsetup reload rs_lower --table "0 $n error"
+	dmsetup resume rs_lower
+	dmsetup remove --retry rs_k
+	dmsetup remove --retry rs_lower
+	blockdev --flushbufs "$loop"
+	if [ "$DM_RUST_IMPL" = rust ]; then
+		before=$(md5sum <"$loop")
+		expect_table_refused rs_int "The journal has entries to replay" "$table"
+		blockdev --flushbufs "$loop"
+		[ "$(md5sum <"$loop")" = "$before" ] || fail "the refused table wrote to the device"
+		# The kernel's mode B replays the journal and then clears it (its mode J would keep
+		# the replayed entries on disk until it writes to the journal again, and ours would
+		# still refuse the device).
+		integritysetup open -I crc32c --integrity-bitmap-mode "$loop" rs_k
+		read_at /dev/mapper/rs_k 1048576 8192 | cmp -s - "$a" || fail "the kernel's replay lost the write"
+		integritysetup close rs_k
+	fi
+	# Replayed (by the kernel's target above, or by the kernel's own mode B): mode B opens.
+	open_ours rs_int "$table"
+	read_at /dev/mapper/rs_int 1048576 8192 | cmp -s - "$a" || fail "the journal's write is not in place"
+	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "$INTEG finds integrity errors"
+}
+
+# dm_rust with upstream names in place of the kernel's dm-integrity (rust only), for
+# integritysetup; undone on the way out, whatever happens.
+upstream_integrity_on() {
+	rmmod dm_integrity || return 1
+	unload_module || return 1
+	insmod "$DM_RUST_KO" upstream_names=1 || return 1
+	[ ! -e /sys/module/dm_integrity ] && dmsetup targets | grep -q '^integrity '
+}
+upstream_integrity_off() {
+	dmsetup remove --retry rs_is >/dev/null 2>&1 || true
+	unload_module
+	modprobe dm-integrity
+	load_module
+}
+
+# integritysetup open --integrity-bitmap-mode drives ours (registered as "integrity"): the table
+# line is mode B with its options, data written reads back, a clean close clears the flag, and
+# the kernel's target then reads the data.
+test_bitmap_integritysetup() {
+	local loop a
+	loop=$(make_loop 16)
+	fmt "$loop" sha256 --integrity-bitmap-mode
+	if [ "$DM_RUST_IMPL" = rust ]; then
+		trap upstream_integrity_off EXIT
+		upstream_integrity_on || fail "cannot put dm_rust with upstream names in place of dm-integrity"
+	fi
+	integritysetup open -I sha256 --integrity-bitmap-mode --bitmap-sectors-per-bit 4096 \
+		--bitmap-flush-time 2000 "$loop" rs_is
+	dmsetup table rs_is
+	integritysetup status rs_is || fail "integritysetup status failed on the device"
+	dmsetup table rs_is | grep -q ' integrity .* B .* sectors_per_bit:4096 bitmap_flush_interval:2000 ' ||
+		fail "table line: $(dmsetup table rs_is)"
+	a=$(random_file 2097152)
+	write_at /dev/mapper/rs_is 1048576 "$a"
+	read_at /dev/mapper/rs_is 1048576 2097152 | cmp -s - "$a" || fail "read back through integritysetup's device differs"
+	dd if=/dev/mapper/rs_is of=/dev/null bs=1M iflag=direct status=none || fail "reading the whole device failed"
+	integritysetup close rs_is
+	sb_dirty "$loop" && fail "dirty-bitmap flag left after integritysetup close"
+	if [ "$DM_RUST_IMPL" = rust ]; then
+		trap - EXIT
+		upstream_integrity_off
+	fi
+	integritysetup open -I sha256 --integrity-bitmap-mode "$loop" rs_k
+	read_at /dev/mapper/rs_k 1048576 2097152 | cmp -s - "$a" || fail "the kernel's dm-integrity reads other data"
+	dd if=/dev/mapper/rs_k of=/dev/null bs=1M iflag=direct status=none || fail "the kernel's dm-integrity finds integrity errors"
+	integritysetup close rs_k
+}
+
 if ! integrity_setup; then
 	ktap_plan 1
 	run_test setup fail "cannot load dm-integrity and dm_rust without upstream names"
 	ktap_finish
 fi
-ktap_plan 11
+ktap_plan 17
 run_test round_trip_crc32c test_round_trip_crc32c
 run_test round_trip_sha256 test_round_trip_sha256
 run_test hmac_fix_hmac test_hmac_fix_hmac
@@ -453,6 +786,12 @@ run_test racing_reads_and_writes test_racing_reads_and_writes
 run_test recalculate test_recalculate
 run_test recalculate_suspend test_recalculate_suspend
 run_test recalculate_messages test_recalculate_messages
+run_test bitmap_ext4 test_bitmap_ext4
+run_test bitmap_interop test_bitmap_interop
+run_test bitmap_crash test_bitmap_crash
+run_test bitmap_reload test_bitmap_reload
+run_test bitmap_journal_to_replay test_bitmap_journal_to_replay
+run_test bitmap_integritysetup test_bitmap_integritysetup
 # The kernel's dm_integrity would keep dm_rust from loading with upstream names (a later script's
 # verity) under the same name: unload it, and dm_rust loaded without upstream names.
 rmmod dm_integrity 2>/dev/null || true

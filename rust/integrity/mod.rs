@@ -7,9 +7,11 @@
 //!
 //! This first slice implements mode `D` (direct: data and tags written in place, no journal)
 //! with an internal hash (`crc32c`, `sha256`, any hash of the crypto API, keyed ones such as
-//! `hmac(sha256)` with a hex key), `recalculate`, `allow_discards`, and mode `R` (recovery:
-//! reads unchecked, writes refused, nothing written). The pure parts do the arithmetic: the table line ([`table`]), the superblock
-//! ([`superblock`]), the layout ([`geometry`]) and the recalculation bookkeeping ([`recalc`]).
+//! `hmac(sha256)` with a hex key), `recalculate`, `allow_discards`, mode `R` (recovery:
+//! reads unchecked, writes refused, nothing written) and mode `B` (bitmap). The pure parts do
+//! the arithmetic: the table line ([`table`]), the superblock ([`superblock`]), the layout
+//! ([`geometry`]), the recalculation bookkeeping ([`recalc`]) and the dirty bitmap
+//! ([`bitmap`]).
 //! This module does the I/O:
 //!
 //! - every data bio goes to process context (`map_deferred`), where it takes a lock on its data
@@ -26,9 +28,16 @@
 //!   superblock's `recalc_sector` upward and writes the position back every checkpoint; reads
 //!   that reach above the position are not checked. `presuspend` stops it, `resume` restarts it;
 //! - with `allow_discards`, a discard sets the tags of its blocks to dm-integrity's filler
-//!   (`0xf6` bytes) before it goes down; a block whose tag is all filler reads unchecked.
+//!   (`0xf6` bytes) before it goes down; a block whose tag is all filler reads unchecked;
+//! - in mode `B`, a write or discard whose bitmap bits are not known to be on disk sets them and
+//!   writes their bitmap blocks (FUA) first, under its range lock; a flush worker clears them
+//!   `bitmap_flush_interval` later, once the tags are on disk and with the whole device locked;
+//!   resume puts the bitmap in force (`SB_FLAG_DIRTY_BITMAP`) or, after a crash, has the
+//!   recalculation worker redo the tags of the dirty regions (reads there are not checked until
+//!   then); `postsuspend` writes an empty journal over the bitmap and clears the flag, as
+//!   dm-integrity does. Mode `D` opening a dirty bitmap recalculates as dm-integrity's does.
 //!
-//! What is not implemented is refused with a message naming it: modes `J`, `B`, mode `R`
+//! What is not implemented is refused with a message naming it: mode `J`, mode `R`
 //! without a superblock, `meta_device`, `journal_crypt`, `journal_mac`, tags for the layer
 //! above (no `internal_hash`), `allow_discards_keyed`, and formatting a blank device.
 
@@ -36,6 +45,8 @@
 #![deny(unsafe_code)]
 
 // The pure modules serve the host tests and modes not implemented yet, too.
+#[allow(dead_code)]
+pub mod bitmap;
 #[allow(dead_code)]
 pub mod geometry;
 #[allow(dead_code)]
@@ -67,8 +78,12 @@ use crate::dm::{
     system, Args, Bio, CtrError, Device, DeviceVisitor, MapResult, StatusType, StatusWriter,
     Target, TargetCtx, Ti,
 };
+use bitmap::Bits;
 use geometry::Geometry;
-use superblock::{Probe, Superblock, TableView, MAX_DIGEST_SIZE, SB_FLAG_FIXED_HMAC, SB_SECTORS};
+use superblock::{
+    Probe, Superblock, TableView, MAX_DIGEST_SIZE, SB_FLAG_DIRTY_BITMAP, SB_FLAG_FIXED_HMAC,
+    SB_SECTORS,
+};
 use table::{IntegrityTable, Mode, State, MAX_TAG_SIZE};
 
 /// Logs an error the way dm-integrity's messages read (`device-mapper: integrity: ...`).
@@ -98,6 +113,8 @@ const SB_BYTES: usize = SB_SECTORS as usize * 512;
 struct RangeSet {
     ranges: [(u64, u64); MAX_RANGES],
     n: usize,
+    /// The bitmap flush waits for the whole device: new ranges wait behind it.
+    barrier: bool,
 }
 
 impl RangeSet {
@@ -117,8 +134,32 @@ struct SbState {
     dirty: bool,
 }
 
-/// The recalculation worker, queued on the target's workqueue.
-pub(crate) struct RecalcWork;
+/// Work on the target's workqueue.
+pub(crate) enum Work {
+    /// The recalculation worker.
+    Recalc,
+    /// B mode: the bitmap flush (tags to disk, then the bits of finished writes cleared), after
+    /// `bitmap_flush_interval` or at once.
+    BitmapFlush,
+}
+
+/// B mode's bitmaps (see [`bitmap`]) and the flush worker's state.
+struct BitmapState {
+    /// What is, or is about to be, on disk (dirty regions).
+    disk: KVec<u8>,
+    /// Bits known to be on disk: a write inside them goes ahead at once.
+    may_write: KVec<u8>,
+    /// Regions whose tags are still to be recalculated (reads there are not checked).
+    recalc: KVec<u8>,
+    /// One bitmap block, for writing it alone.
+    block: KVec<u8>,
+    /// A flush worker is queued or running.
+    flush_running: bool,
+    /// Bits were set since the flush worker last started flushing.
+    flush_pending: bool,
+    /// Flush without waiting for the interval (the recalculation ended).
+    flush_now: bool,
+}
 
 /// The recalculation's controls (`dmsetup message`) and whether a worker is queued or running.
 struct RecalcCtl {
@@ -146,6 +187,24 @@ pub(crate) struct Integrity {
     /// Mode `R` (recovery): reads are not checked, writes and discards fail, nothing is written
     /// to the device (no superblock, no recalculation).
     recovery: bool,
+    /// Mode `B`: a write's bitmap bits are on disk before it goes down.
+    bitmap_mode: bool,
+    /// The bitmap's geometry (mode `D` reads a dirty bitmap a mode `B` table left).
+    bits: Bits,
+    /// `bitmap_flush_interval` in milliseconds, rounded up to a clock tick as the kernel keeps
+    /// it.
+    flush_interval_ms: u64,
+    /// The data sectors the superblock recorded before the last resume (it grows with the
+    /// device: the new sectors are dirty).
+    old_provided: AtomicU64,
+    #[pin]
+    bm: Mutex<BitmapState>,
+    /// The superblock the constructor read: a resume finding another layout on disk fails the
+    /// device, as dm-integrity's.
+    sb_at_load: Superblock,
+    /// Every bio fails (dm-integrity's `ic->failed`): the superblock changed under a suspended
+    /// device, or could not be read again.
+    failed: AtomicBool,
     /// The tags, in buffers of `2^log2_buffer_sectors` sectors from `start + initial_sectors`.
     #[pin]
     meta: Mutex<BufioClient>,
@@ -178,9 +237,8 @@ fn nomem<E>(_: E) -> CtrError {
 fn refuse_unimplemented(t: &IntegrityTable<'_>) -> Result<(), CtrError> {
     let e = |msg| Err(CtrError::new(EOPNOTSUPP, msg));
     match t.mode() {
-        Mode::Direct | Mode::Recovery => {}
+        Mode::Direct | Mode::Recovery | Mode::Bitmap => {}
         Mode::Journal => return e(c"Journal mode (J) is not implemented in integrity-rs"),
-        Mode::Bitmap => return e(c"Bitmap mode (B) is not implemented in integrity-rs"),
     }
     if t.meta_device().is_some() {
         return e(c"meta_device is not implemented in integrity-rs");
@@ -195,6 +253,34 @@ fn refuse_unimplemented(t: &IntegrityTable<'_>) -> Result<(), CtrError> {
         return e(c"Tags from the layer above (no internal_hash) are not implemented in integrity-rs");
     }
     Ok(())
+}
+
+/// Whether the journal of the device holds entries dm-integrity would replay (a mode `J` device
+/// that crashed), read section by section.
+fn journal_needs_replay(dev: &Device, s: &MaySleep<'_>, geo: &Geometry) -> Result<bool> {
+    const CHUNK: u32 = 64;
+    let shape = geo.journal();
+    let sections = geo.params().journal_sections;
+    let mut summary = KVec::from_elem(0u8, sections as usize, GFP_KERNEL)?;
+    let mut buf = KVec::from_elem(0u8, CHUNK as usize * 512, GFP_KERNEL)?;
+    let mut scan = bitmap::JournalScan::new(shape, &mut summary);
+    let mut sector = [0u8; 512];
+    let mut at = geo.params().start + u64::from(SB_SECTORS);
+    for section in 0..sections {
+        let mut j = 0;
+        while j < shape.section_sectors {
+            let n = (shape.section_sectors - j).min(CHUNK);
+            dev.read_sync(s, at, &mut buf, n as usize * 512)?;
+            for k in 0..n {
+                let o = k as usize * 512;
+                sector.copy_from_slice(&buf[o..o + 512]);
+                scan.sector(section, j + k, &sector);
+            }
+            at += u64::from(n);
+            j += n;
+        }
+    }
+    Ok(scan.needs_replay())
 }
 
 /// Mode `R` on a device without a superblock (dm-integrity makes one in memory).
@@ -305,12 +391,33 @@ impl Integrity {
     fn lock_range(&self, start: u64, sectors: u64) {
         let end = start.saturating_add(sectors);
         let mut g = self.ranges.lock();
-        while g.n == MAX_RANGES || g.overlaps(start, end) {
+        while g.n == MAX_RANGES || g.barrier || g.overlaps(start, end) {
             self.range_freed.wait(&mut g);
         }
         let n = g.n;
         g.ranges[n] = (start, end);
         g.n += 1;
+    }
+
+    /// Takes the whole device once every range in use is released; ranges asked for meanwhile
+    /// wait behind it (the bitmap flush must not starve). Only the flush worker, which runs
+    /// once at a time, calls it.
+    fn lock_all(&self) {
+        let mut g = self.ranges.lock();
+        while g.barrier {
+            self.range_freed.wait(&mut g);
+        }
+        g.barrier = true;
+        while g.n != 0 {
+            self.range_freed.wait(&mut g);
+        }
+        g.barrier = false;
+        g.ranges[0] = (0, u64::MAX);
+        g.n = 1;
+    }
+
+    fn unlock_all(&self) {
+        self.unlock_range(0, u64::MAX);
     }
 
     fn unlock_range(&self, start: u64, sectors: u64) {
@@ -334,7 +441,7 @@ impl Integrity {
             return Ok(());
         }
         let SbState { sb, area, dirty } = &mut *g;
-        sb.set_version(false, false);
+        sb.set_version(self.bitmap_mode, false);
         sb.write(area).ok_or(EINVAL)?;
         let len = area.len();
         self.dev.write_sync_fua(s, self.geo.params().start, area, len)?;
@@ -343,9 +450,173 @@ impl Integrity {
     }
 
     /// Whether a read of `sectors` at logical `sector` is checked (not above the recalculation
-    /// position).
+    /// position, nor in B mode in a region still to be recalculated).
     fn read_is_checked(&self, sector: u64, sectors: u64) -> bool {
+        if self.bitmap_mode && !self.bits.all_clear(&self.bm.lock().recalc, sector, sectors) {
+            return false;
+        }
         recalc::read_is_checked(&self.sb.lock().sb, sector, sectors)
+    }
+
+    /// Reads the superblock again on resume, as dm-integrity does (another table of the device,
+    /// ours or the kernel's, may have written it since the constructor read it: the bitmap flag,
+    /// the recalculation position); a `recalculate` flag of this table is kept. `Err` with the
+    /// message when its layout changed or it cannot be read.
+    fn reread_superblock(&self, s: &MaySleep<'_>) -> Result<(), &'static CStr> {
+        let mut area = s
+            .noio(|| KVec::from_elem(0u8, SB_BYTES, GFP_KERNEL))
+            .map_err(|_| c"Cannot allocate superblock area")?;
+        self.dev
+            .read_sync(s, self.geo.params().start, &mut area, SB_BYTES)
+            .map_err(|_| c"Error reading superblock")?;
+        let disk = Superblock::parse(&area)
+            .ok()
+            .filter(|d| d.same_layout(&self.sb_at_load))
+            .ok_or(c"The superblock was changed while the device was suspended")?;
+        let mut g = self.sb.lock();
+        let keep = g.sb.flags & superblock::SB_FLAG_RECALCULATING;
+        g.sb = disk;
+        g.area = area;
+        if g.sb.flags & keep != keep {
+            g.sb.flags |= keep;
+            g.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// First sector of the journal area, where the bitmap is.
+    fn journal_start(&self) -> u64 {
+        self.geo.params().start + u64::from(SB_SECTORS)
+    }
+
+    /// Writes the whole bitmap (`disk`) with FUA.
+    fn write_bitmap(&self, s: &MaySleep<'_>, g: &mut BitmapState) -> Result {
+        let len = g.disk.len();
+        self.dev.write_sync_fua(s, self.journal_start(), &mut g.disk, len)
+    }
+
+    /// Reads the whole bitmap from the device into `disk`.
+    fn read_bitmap(&self, s: &MaySleep<'_>, g: &mut BitmapState) -> Result {
+        let len = g.disk.len();
+        self.dev.read_sync(s, self.journal_start(), &mut g.disk, len)
+    }
+
+    /// B mode, before a write or discard of `sectors` at logical `sector` goes down (its range
+    /// locked): unless their bits are known to be on disk, sets them and writes their bitmap
+    /// blocks with FUA, then has the flush worker clear them later.
+    fn mark_dirty(&self, ti: &Ti<Self>, s: &MaySleep<'_>, sector: u64, sectors: u64) -> Result {
+        let bits = self.bits;
+        let mut g = self.bm.lock();
+        if bits.all_set(&g.may_write, sector, sectors) {
+            return Ok(());
+        }
+        bits.set(&mut g.disk, sector, sectors);
+        let (first, last) = bits.blocks_of(sector, sectors).ok_or(EINVAL)?;
+        let bs = geometry::BITMAP_BLOCK_SIZE as usize;
+        for b in first..=last {
+            let at = usize::try_from(b).map_err(|_| EINVAL)? * bs;
+            let BitmapState { disk, block, .. } = &mut *g;
+            block[..bs].copy_from_slice(disk.get(at..at + bs).ok_or(EINVAL)?);
+            self.dev
+                .write_sync_fua(s, self.journal_start() + b * bitmap::BITMAP_BLOCK_SECTORS, block, bs)?;
+        }
+        bits.set(&mut g.may_write, sector, sectors);
+        g.flush_pending = true;
+        self.start_flush(ti, g, false);
+        Ok(())
+    }
+
+    /// Queues the bitmap flush worker unless one is queued or running (`now`: without waiting
+    /// for the interval).
+    fn start_flush(&self, ti: &Ti<Self>, mut g: kernel::sync::MutexGuard<'_, BitmapState>, now: bool) {
+        g.flush_now |= now;
+        g.flush_pending = true;
+        if g.flush_running || self.stop.load(Ordering::Acquire) {
+            return;
+        }
+        g.flush_running = true;
+        if ti.defer(Work::BitmapFlush).is_err() {
+            g.flush_running = false;
+            integrity_err!("{}: cannot start the bitmap flush", self.dev.name());
+        }
+    }
+
+    /// The bitmap flush: every tag of a finished write on disk (with a device flush), then,
+    /// with the whole device locked, the bits below the recalculation cleared and the bitmap
+    /// written (dm-integrity's `bitmap_flush_work`).
+    fn flush_bitmap(&self, s: &MaySleep<'_>) -> Result {
+        self.flush_tags(s)?;
+        self.lock_all();
+        let r = (|| {
+            self.flush_tags(s)?;
+            let mut g = self.bm.lock();
+            let limit = self.bits.flush_limit(&self.sb.lock().sb, self.geo.provided_data_sectors());
+            let BitmapState { disk, may_write, .. } = &mut *g;
+            self.bits.clear(disk, 0, limit);
+            self.bits.clear(may_write, 0, limit);
+            self.write_bitmap(s, &mut g)
+        })();
+        self.unlock_all();
+        r
+    }
+
+    /// The flush worker: waits `bitmap_flush_interval` (unless asked to flush now), flushes,
+    /// and goes on while writes set bits meanwhile; stops at `presuspend`.
+    fn run_bitmap_flush(&self, s: &MaySleep<'_>) {
+        loop {
+            let start = self.now_ns();
+            let wait = self.flush_interval_ms.saturating_mul(1_000_000);
+            while !self.stop.load(Ordering::Acquire) && !self.bm.lock().flush_now {
+                let left = wait.saturating_sub(self.now_ns().saturating_sub(start));
+                if left == 0 {
+                    break;
+                }
+                fsleep(Delta::from_nanos(left.min(MAX_RATE_SLEEP_NS) as i64));
+            }
+            if self.stop.load(Ordering::Acquire) {
+                self.bm.lock().flush_running = false;
+                return;
+            }
+            {
+                let mut g = self.bm.lock();
+                g.flush_pending = false;
+                g.flush_now = false;
+            }
+            if self.flush_bitmap(s).is_err() {
+                integrity_err!("{}: error writing bitmap", self.dev.name());
+            }
+            let mut g = self.bm.lock();
+            if !g.flush_pending || self.stop.load(Ordering::Acquire) {
+                g.flush_running = false;
+                return;
+            }
+        }
+    }
+
+    /// Writes an empty journal over the journal area (and so over the bitmap), as
+    /// dm-integrity's `init_journal` does when it suspends in B mode.
+    fn write_empty_journal(&self, s: &MaySleep<'_>) -> Result {
+        const CHUNK: u32 = 64;
+        let shape = self.geo.journal();
+        let sections = self.geo.params().journal_sections;
+        let mut buf = s.noio(|| KVec::from_elem(0u8, CHUNK as usize * 512, GFP_KERNEL))?;
+        let mut sector = [0u8; 512];
+        let mut at = self.journal_start();
+        for section in 0..sections {
+            let mut j = 0;
+            while j < shape.section_sectors {
+                let n = (shape.section_sectors - j).min(CHUNK);
+                for k in 0..n {
+                    bitmap::empty_journal_sector(&shape, section, j + k, &mut sector);
+                    let o = k as usize * 512;
+                    buf[o..o + 512].copy_from_slice(&sector);
+                }
+                self.dev.write_sync_fua(s, at, &mut buf, n as usize * 512)?;
+                at += u64::from(n);
+                j += n;
+            }
+        }
+        Ok(())
     }
 
     /// Checks a read's data against its tags; `Err` with the status to fail it with.
@@ -409,7 +680,7 @@ impl Integrity {
             return;
         }
         c.running = true;
-        if ti.defer(RecalcWork).is_err() {
+        if ti.defer(Work::Recalc).is_err() {
             c.running = false;
             integrity_err!("{}: cannot start the recalculation", self.dev.name());
         }
@@ -434,12 +705,22 @@ impl Integrity {
 }
 
 impl Defer for Integrity {
-    type Item = RecalcWork;
+    type Item = Work;
 
+    fn run_deferred(&self, ti: &Ti<Self>, w: Work, s: &MaySleep<'_>) {
+        match w {
+            Work::Recalc => self.run_recalc(ti, s),
+            Work::BitmapFlush => self.run_bitmap_flush(s),
+        }
+    }
+}
+
+impl Integrity {
     /// The recalculation worker: from `recalc_sector` to the end, one range at a time, each
     /// under the lock of its data range; the position goes to the superblock every
-    /// checkpoint and when the worker stops (`presuspend`) or finishes.
-    fn run_deferred(&self, _ti: &Ti<Self>, _w: RecalcWork, s: &MaySleep<'_>) {
+    /// checkpoint and when the worker stops (`presuspend`) or finishes. In B mode only the
+    /// regions the bitmap marks are recalculated, and their bits are cleared behind it.
+    fn run_recalc(&self, ti: &Ti<Self>, s: &MaySleep<'_>) {
         let chunk = (RECALC_CHUNK_SECTORS as usize) << 9;
         let Ok(mut buf) = KVec::from_elem(0u8, chunk, GFP_KERNEL) else {
             integrity_err!("{}: cannot allocate the recalculation buffer", self.dev.name());
@@ -451,6 +732,17 @@ impl Defer for Integrity {
         let mut paused = false;
         while !self.stop.load(Ordering::Acquire) {
             let pos = self.sb.lock().sb.recalc_sector;
+            if self.bitmap_mode {
+                // Clean regions need no work: the position moves over them at once (no range
+                // to lock, no checkpoint to write), up to the next marked one.
+                let next = self.bits.next_marked(&self.bm.lock().recalc, pos, provided);
+                if next > pos {
+                    let mut g = self.sb.lock();
+                    g.sb.recalc_sector = next;
+                    g.dirty = true;
+                    continue;
+                }
+            }
             let Some(r) = recalc::next_range(pos, provided, Some(log2_i), RECALC_CHUNK_SECTORS)
             else {
                 break;
@@ -477,15 +769,34 @@ impl Defer for Integrity {
                     break;
                 }
             }
-            if checkpoints.before_range() && self.write_superblock(s, true).is_err() {
-                integrity_err!("{}: error writing superblock", self.dev.name());
-                return;
+            if checkpoints.before_range() {
+                if self.write_superblock(s, true).is_err() {
+                    integrity_err!("{}: error writing superblock", self.dev.name());
+                    return;
+                }
+                if self.bitmap_mode {
+                    self.start_flush(ti, self.bm.lock(), false);
+                }
             }
             let Some(phys) = self.geo.data_sector(r.start) else {
                 break;
             };
             self.lock_range(phys, r.sectors);
-            let res = self.recalc_range(s, r, &mut buf);
+            let res = if self.bitmap_mode {
+                // Only the marked part of the range; the bits it finishes are cleared.
+                let part = self.bits.recalc_part(&self.bm.lock().recalc, r.start, r.sectors);
+                let res = match part {
+                    Some((start, sectors)) => self.recalc_range(s, recalc::Range { start, sectors }, &mut buf),
+                    None => Ok(()),
+                };
+                if res.is_ok() {
+                    let (start, n) = self.bits.recalc_done(r.start, r.sectors);
+                    self.bits.clear(&mut self.bm.lock().recalc, start, n);
+                }
+                res
+            } else {
+                self.recalc_range(s, r, &mut buf)
+            };
             self.unlock_range(phys, r.sectors);
             if res.is_err() {
                 integrity_err!("{}: error recalculating tags at sector 0x{:x}", self.dev.name(), r.start);
@@ -497,6 +808,12 @@ impl Defer for Integrity {
         }
         if self.write_superblock(s, false).is_err() {
             integrity_err!("{}: error writing superblock", self.dev.name());
+        }
+        if self.bitmap_mode && self.sb.lock().sb.recalc_sector >= provided {
+            // Finished: nothing is left to recalculate; the bits go at the next flush, now.
+            let mut g = self.bm.lock();
+            g.recalc.fill(0);
+            self.start_flush(ti, g, true);
         }
         if !paused {
             self.recalc_ctl.lock().running = false;
@@ -579,6 +896,7 @@ impl Target for Integrity {
         let params = *geo.params();
         table::check_length(ctx.len(), geo.provided_data_sectors())?;
         let mut dirty = false;
+        let old_provided = sb.provided_data_sectors;
         if sb.provided_data_sectors != geo.provided_data_sectors() {
             sb.provided_data_sectors = geo.provided_data_sectors();
             dirty = true;
@@ -592,14 +910,60 @@ impl Target for Integrity {
             .map_err(|e| CtrError::new(e, c"Cannot initialize dm-bufio"))?;
         client.set_sector_offset(start + u64::from(geo.initial_sectors()));
 
-        // Bios never cross an interleave area: their data and tags are each contiguous.
-        ctx.set_max_io_len(1u32 << params.log2_interleave_sectors)?;
+        // The bitmap, for every mode but R: B mode keeps it, D mode reads one B mode left dirty.
+        let sectors_per_bit = t.log2_sectors_per_bitmap_bit().map(|l| 1u64 << l.min(63));
+        let bits = Bits::new(&geometry::bitmap(&geo, sectors_per_bit), t.log2_sectors_per_block());
+        let bitmap_bytes = if t.mode() == Mode::Recovery {
+            0
+        } else {
+            usize::try_from(bits.bytes()).map_err(nomem)?
+        };
+        let journal_bytes = u64::from(geo.journal().section_sectors) * u64::from(params.journal_sections) * 512;
+        if t.mode() == Mode::Bitmap && bits.bytes() > journal_bytes {
+            // Cannot happen with dm-integrity's sizes (journal sections are whole 4 KiB
+            // blocks); refused rather than writing past the journal.
+            return Err(CtrError::new(EINVAL, c"The bitmap does not fit in the journal"));
+        }
+        // A journal the kernel would replay (mode J crashed) would be lost under the bitmap.
+        if t.mode() == Mode::Bitmap && !sb.has(SB_FLAG_DIRTY_BITMAP) {
+            let replay = journal_needs_replay(&dev, ctx.may_sleep(), &geo)
+                .map_err(|e| CtrError::new(e, c"Error reading journal"))?;
+            if replay {
+                return Err(CtrError::new(
+                    EOPNOTSUPP,
+                    c"The journal has entries to replay (replaying is not implemented in integrity-rs)",
+                ));
+            }
+        }
+        let bm_only = |n: usize| if t.mode() == Mode::Bitmap { n } else { 0 };
+        let no_bitmap = |_| CtrError::new(ENOMEM, c"Could not allocate memory for bitmap");
+        let bm = BitmapState {
+            disk: KVec::from_elem(0u8, bitmap_bytes, GFP_KERNEL).map_err(no_bitmap)?,
+            may_write: KVec::from_elem(0u8, bm_only(bitmap_bytes), GFP_KERNEL).map_err(no_bitmap)?,
+            recalc: KVec::from_elem(0u8, bm_only(bitmap_bytes), GFP_KERNEL).map_err(no_bitmap)?,
+            block: KVec::from_elem(0u8, bm_only(geometry::BITMAP_BLOCK_SIZE as usize), GFP_KERNEL)
+                .map_err(no_bitmap)?,
+            flush_running: false,
+            flush_pending: false,
+            flush_now: false,
+        };
+
+        // Bios never cross an interleave area: their data and tags are each contiguous. In B
+        // mode, as dm-integrity, not a bitmap block either (its 32768 bits' sectors, cut to
+        // 32 bits as the kernel's `unsigned int`).
+        let mut max_io = 1u32 << params.log2_interleave_sectors;
+        if t.mode() == Mode::Bitmap {
+            let per_block = (bits.sectors_per_bit().wrapping_mul(bitmap::BITS_PER_BLOCK)) as u32;
+            max_io = max_io.min(if per_block == 0 { 1 << 31 } else { per_block });
+        }
+        ctx.set_max_io_len(max_io)?;
         ctx.set_num_flush_bios(1);
         if t.allow_discards() {
             ctx.set_num_discard_bios(1);
         }
 
         let salt = sb.has(SB_FLAG_FIXED_HMAC).then_some(sb.salt);
+        let sb_at_load = sb;
         let state = pin_init!(Self {
             dev,
             tfm,
@@ -609,9 +973,16 @@ impl Target for Integrity {
             salt,
             discards: t.allow_discards(),
             recovery: t.mode() == Mode::Recovery,
+            bitmap_mode: t.mode() == Mode::Bitmap,
+            bits,
+            flush_interval_ms: table::round_to_jiffies(t.bitmap_flush_interval_ms(), bindings::DM_RUST_HZ),
+            old_provided: AtomicU64::new(old_provided),
+            bm <- new_mutex!(bm),
+            sb_at_load,
+            failed: AtomicBool::new(false),
             meta <- new_mutex!(client),
             sb <- new_mutex!(SbState { sb, area, dirty }),
-            ranges <- new_mutex!(RangeSet { ranges: [(0, 0); MAX_RANGES], n: 0 }),
+            ranges <- new_mutex!(RangeSet { ranges: [(0, 0); MAX_RANGES], n: 0, barrier: false }),
             range_freed <- new_condvar!(),
             mismatches: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -625,6 +996,9 @@ impl Target for Integrity {
     }
 
     fn map(&self, ti: &Ti<Self>, bio: &mut Bio) -> MapResult {
+        if self.failed.load(Ordering::Acquire) {
+            return MapResult::Kill;
+        }
         match bio.op() {
             // Mode R is read-only: writes and discards fail, as dm-integrity's.
             Op::Write | Op::Discard if self.recovery => MapResult::Kill,
@@ -668,6 +1042,14 @@ impl Target for Integrity {
             return Deferred::Complete(bindings::DM_RUST_BLK_STS_IOERR);
         };
         self.lock_range(phys, sectors);
+        if self.bitmap_mode
+            && matches!(bio.op(), Op::Write | Op::Discard)
+            && self.mark_dirty(ti, s, sector, sectors).is_err()
+        {
+            integrity_err!("{}: error writing bitmap", self.dev.name());
+            self.unlock_range(phys, sectors);
+            return Deferred::Complete(bindings::DM_RUST_BLK_STS_IOERR);
+        }
         if bio.op() == Op::Discard {
             // The filler tags first (as dm-integrity, into the tag cache), then the discard goes
             // down; a read of those blocks then returns what the device gives, unchecked.
@@ -738,6 +1120,18 @@ impl Target for Integrity {
         if self.flush_tags(s).is_err() {
             integrity_err!("{}: error writing tags", self.dev.name());
         }
+        // B mode, as dm-integrity: every tag is on disk, so the bitmap is no longer in force;
+        // an empty journal goes over it and the superblock loses the dirty-bitmap flag.
+        if self.bitmap_mode {
+            if self.write_empty_journal(s).is_err() {
+                integrity_err!("{}: error writing journal", self.dev.name());
+                return;
+            }
+            self.sb.lock().sb.flags &= !SB_FLAG_DIRTY_BITMAP;
+            if self.write_superblock(s, true).is_err() {
+                integrity_err!("{}: error writing superblock", self.dev.name());
+            }
+        }
     }
 
     fn resume(&self, ti: &Ti<Self>, s: &MaySleep<'_>) {
@@ -745,11 +1139,51 @@ impl Target for Integrity {
         if self.recovery {
             return;
         }
+        if let Err(msg) = self.reread_superblock(s) {
+            integrity_err!("{}", msg.to_str().unwrap_or("Error reading superblock"));
+            self.failed.store(true, Ordering::Release);
+            return;
+        }
         let reset = self.reset_pending.swap(false, Ordering::AcqRel);
+        let provided = self.geo.provided_data_sectors();
+        let old_provided = self.old_provided.swap(provided, Ordering::AcqRel);
+        // The bitmap, as dm-integrity's resume: a dirty one is read and its regions are
+        // recalculated; in B mode a clean one is put in force (reset applied there too).
+        {
+            let mut g = self.bm.lock();
+            let needs_read = bitmap::needs_read(&self.sb.lock().sb, self.bitmap_mode);
+            let read_ok = !needs_read || self.read_bitmap(s, &mut g).is_ok();
+            if !read_ok {
+                integrity_err!("{}: error reading bitmap", self.dev.name());
+                // Unknown: every region is dirty.
+                g.disk.fill(0xff);
+            }
+            let BitmapState { disk, may_write, recalc: rc, .. } = &mut *g;
+            let (rc, mw): (&mut [u8], &mut [u8]) = if self.bitmap_mode {
+                (rc, may_write)
+            } else {
+                (&mut [], &mut [])
+            };
+            let r = {
+                let mut sbg = self.sb.lock();
+                bitmap::on_resume(&mut sbg.sb, self.bitmap_mode, &self.bits, reset, old_provided, provided, disk, rc, mw)
+            };
+            if r.write_bitmap && self.write_bitmap(s, &mut g).is_err() {
+                integrity_err!("{}: error writing bitmap", self.dev.name());
+            }
+            drop(g);
+            if r.write_empty_journal && self.write_empty_journal(s).is_err() {
+                integrity_err!("{}: error writing journal", self.dev.name());
+                // The bitmap stays in force: dm-integrity fails a device whose journal is
+                // neither a journal nor under the flag.
+                self.sb.lock().sb.flags |= SB_FLAG_DIRTY_BITMAP;
+            }
+            self.sb.lock().dirty |= r.write_superblock;
+        }
         let start = {
             let mut g = self.sb.lock();
-            let r = recalc::on_resume(&mut g.sb, self.geo.provided_data_sectors(), reset);
-            g.dirty |= r.write_superblock || reset;
+            let r = recalc::on_resume(&mut g.sb, provided, false);
+            g.dirty |= r.write_superblock;
             r.start_worker
         };
         if self.write_superblock(s, false).is_err() {
@@ -798,7 +1232,7 @@ impl Target for Integrity {
             log2_buffer_sectors: self.geo.params().log2_buffer_sectors,
             initial_sectors: self.geo.initial_sectors(),
             journal_entries: u32::try_from(self.geo.journal_entries()).unwrap_or(u32::MAX),
-            log2_blocks_per_bitmap_bit: 0,
+            log2_blocks_per_bitmap_bit: self.bits.log2_blocks_per_bit,
             hz: bindings::DM_RUST_HZ,
         };
         let _ = match kind {

@@ -236,6 +236,21 @@ impl Superblock {
         };
     }
 
+    /// Whether `self` (read again on resume) has the layout of `loaded` (read by the
+    /// constructor): dm-integrity's `superblock_changed`, negated. Only what the driver never
+    /// rewrites is compared: version, provided sectors, recalculation, dirty bitmap, its
+    /// granularity and keyed discards may change.
+    pub fn same_layout(&self, loaded: &Superblock) -> bool {
+        const IMMUTABLE: u32 =
+            SB_FLAG_HAVE_JOURNAL_MAC | SB_FLAG_FIXED_PADDING | SB_FLAG_FIXED_HMAC | SB_FLAG_INLINE;
+        self.log2_interleave_sectors == loaded.log2_interleave_sectors
+            && self.integrity_tag_size == loaded.integrity_tag_size
+            && self.journal_sections == loaded.journal_sections
+            && self.log2_sectors_per_block == loaded.log2_sectors_per_block
+            && (self.flags ^ loaded.flags) & IMMUTABLE == 0
+            && self.salt == loaded.salt
+    }
+
     /// Checks the superblock against the table line, in dm-integrity's order and with its
     /// messages. Sizes against the device are checked by the geometry.
     pub fn check(&self, table: &TableView) -> Result<(), &'static CStr> {
@@ -313,6 +328,33 @@ pub struct TableView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_layout_as_superblock_changed() {
+        let a = sample();
+        let mut b = a;
+        b.version = 3;
+        b.provided_data_sectors += 8;
+        b.recalc_sector = 0;
+        b.log2_blocks_per_bitmap_bit = 15;
+        b.flags ^= SB_FLAG_RECALCULATING | SB_FLAG_DIRTY_BITMAP | SB_FLAG_DISCARD_KEYED;
+        assert!(b.same_layout(&a));
+        for change in [
+            |s: &mut Superblock| s.log2_interleave_sectors += 1,
+            |s: &mut Superblock| s.integrity_tag_size += 1,
+            |s: &mut Superblock| s.journal_sections += 1,
+            |s: &mut Superblock| s.log2_sectors_per_block = 0,
+            |s: &mut Superblock| s.flags ^= SB_FLAG_FIXED_PADDING,
+            |s: &mut Superblock| s.flags ^= SB_FLAG_FIXED_HMAC,
+            |s: &mut Superblock| s.flags ^= SB_FLAG_HAVE_JOURNAL_MAC,
+            |s: &mut Superblock| s.flags ^= SB_FLAG_INLINE,
+            |s: &mut Superblock| s.salt[15] ^= 1,
+        ] {
+            let mut c = a;
+            change(&mut c);
+            assert!(!c.same_layout(&a), "{c:?}");
+        }
+    }
 
     fn sample() -> Superblock {
         Superblock {

@@ -11,6 +11,10 @@
 # First the unmodified module runs every script any mutant names, and must pass: a kill only
 # counts against a suite that is green on the real module.
 #
+# A mutant's "Tests:" line names the tests that should kill it: only those run (SELFTEST_ONLY in
+# lib.sh), and the baseline runs their union when every mutant has one; MUTANTS_ALL_TESTS=1 runs
+# the whole scripts instead.
+#
 # Usage: scripts/check-mutants.sh [mutant names or patch files...]   (default: all)
 # Output: build/mutants/summary (killed/total and the killer of each), exit 0 only if all killed.
 # Environment: MUTANTS_BASELINE=0 skips the baseline run (only to iterate on one mutant);
@@ -45,7 +49,7 @@ rm -f "$out"/results "$out"/summary "$out"/current "$out"/guest.log "$out"/*.log
 start=$(date +%s)
 # A module is rebuilt only when its sources (the tree and the patch) changed.
 srcsum() {
-	cat "$@" $(find Kbuild include rust -type f | sort) | md5sum | cut -d' ' -f1
+	{ sed '/^Tests: /d' "$@"; cat $(find Kbuild include rust -type f | sort); } | md5sum | cut -d' ' -f1
 }
 
 # The unmodified module, built from this checkout.
@@ -58,7 +62,9 @@ for p in "${patches[@]}"; do
 	name=$(basename "$p" .patch)
 	scripts=$(sed -n 's/^Scripts: //p' "$p")
 	[ -n "$scripts" ] || die "$name has no 'Scripts:' line"
-	list+=("$name:${scripts// /,}")
+	tests=$(sed -n 's/^Tests: //p' "$p")
+	[ "${MUTANTS_ALL_TESTS:-0}" = 0 ] || tests=
+	list+=("$name:${scripts// /,}${tests:+:${tests// /,}}")
 	sum=$(srcsum "$p")
 	if [ -f "$out/$name.ko" ] && [ "$(cat "$out/$name.sum" 2>/dev/null)" = "$sum" ]; then
 		echo "check-mutants: $name already built"
@@ -88,6 +94,12 @@ rm -rf "$scratch"
 # The baseline runs the union of the scripts.
 all=$(printf '%s\n' "${list[@]}" | cut -d: -f2 | tr ',' '\n' | awk '!seen[$0]++' | paste -sd, -)
 all=${MUTANTS_BASELINE_SCRIPTS:-$all}
+# ... and, if every mutant names its tests, only the union of those.
+if ! printf '%s\n' "${list[@]}" | awk -F: 'NF < 3 { exit 1 }'; then
+	:
+elif [ -z "${MUTANTS_BASELINE_SCRIPTS:-}" ]; then
+	all=$all:$(printf '%s\n' "${list[@]}" | cut -d: -f3 | tr ',' '\n' | awk '!seen[$0]++' | paste -sd, -)
+fi
 todo=()
 [ "${MUTANTS_BASELINE:-1}" = 0 ] || todo+=("baseline:$all")
 todo+=("${list[@]}")

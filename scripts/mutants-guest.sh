@@ -1,7 +1,7 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# In the guest (started by scripts/check-mutants.sh): for each "name:script1,script2,..."
+# In the guest (started by scripts/check-mutants.sh): for each "name:script1,script2,...[:test1,...]"
 # argument, points the selftests at build/mutants/<name>.ko (DM_RUST_KO) and runs the scripts in
 # order, stopping at the first failing test. Appends "<name> killed by <script>: <test>" or
 # "<name> survived" (for the baseline: "baseline passed" or "baseline failed ...") to
@@ -56,7 +56,12 @@ run_script() {
 dmesg -n 1 2>/dev/null
 for item in "$@"; do
 	name=${item%%:*}
-	IFS=, read -ra scripts <<<"${item#*:}"
+	rest=${item#*:}
+	IFS=, read -ra scripts <<<"${rest%%:*}"
+	# A third field: the only tests to run (the mutant's "Tests:" line).
+	only=
+	[[ $rest != *:* ]] || only=${rest#*:}
+	export SELFTEST_ONLY=${only//,/ }
 	echo "$name" >"$out/current"
 	reset_guest || { echo "# cannot unload dm_rust before $name"; rm -f "$out/current"; exit 3; }
 	export DM_RUST_KO=$out/$name.ko

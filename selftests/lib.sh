@@ -24,6 +24,9 @@
 #     an overlay over the lab's /tmp, which changes with the host's use of the lab.)
 # Files a script keeps across its tests go in $SCRATCH under names starting with "."; everything
 # else in $SCRATCH belongs to the running test and is deleted after it.
+# SELFTEST_ONLY (test names, space-separated), set by the mutation check from a mutant's "Tests:"
+# line, runs only those tests; the others are reported as skipped and not run (run_guest.sh would
+# fail such a run: it is not for make check).
 #
 # The implementation under test is chosen only by DM_RUST_IMPL (run_guest.sh --impl sets it):
 #   rust    (default) ours: dm_rust.ko's targets (linear-rs; verity, see verity_lib.sh)
@@ -244,6 +247,11 @@ run_test() {
 	local -a _global _devices _global_before _devices_before
 	shift
 	_ktap_n=$((_ktap_n + 1))
+	if [ -n "${SELFTEST_ONLY:-}" ] && [[ " $SELFTEST_ONLY " != *" $name "* ]]; then
+		echo "ok $_ktap_n $name # SKIP not in SELFTEST_ONLY"
+		_ktap_skip=$((_ktap_skip + 1))
+		return 0
+	fi
 	out=$SCRATCH/.test.out
 	rm -f "$SCRATCH/.test.skip" "$out"
 	progress "$_ktap_script: test $_ktap_n $name: started"

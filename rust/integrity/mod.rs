@@ -484,6 +484,15 @@ impl Integrity {
         Ok(())
     }
 
+    /// Fails the device after an error on its metadata, as dm-integrity's `dm_integrity_io_error`:
+    /// every bio fails from then on, and nothing more is written to the metadata (dm-bufio
+    /// reports a write error once: a later flush would pass and let a clean state be written
+    /// over missing tags).
+    fn fail_device(&self, what: &str) {
+        integrity_err!("{}: {}", self.dev.name(), what);
+        self.failed.store(true, Ordering::Release);
+    }
+
     /// First sector of the journal area, where the bitmap is.
     fn journal_start(&self) -> u64 {
         self.geo.params().start + u64::from(SB_SECTORS)
@@ -545,6 +554,9 @@ impl Integrity {
     /// with the whole device locked, the bits below the recalculation cleared and the bitmap
     /// written (dm-integrity's `bitmap_flush_work`).
     fn flush_bitmap(&self, s: &MaySleep<'_>) -> Result {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(EIO);
+        }
         self.flush_tags(s)?;
         self.lock_all();
         let r = (|| {
@@ -583,7 +595,11 @@ impl Integrity {
                 g.flush_now = false;
             }
             if self.flush_bitmap(s).is_err() {
-                integrity_err!("{}: error writing bitmap", self.dev.name());
+                if !self.failed.load(Ordering::Acquire) {
+                    self.fail_device("error writing bitmap");
+                }
+                self.bm.lock().flush_running = false;
+                return;
             }
             let mut g = self.bm.lock();
             if !g.flush_pending || self.stop.load(Ordering::Acquire) {
@@ -1046,7 +1062,7 @@ impl Target for Integrity {
             && matches!(bio.op(), Op::Write | Op::Discard)
             && self.mark_dirty(ti, s, sector, sectors).is_err()
         {
-            integrity_err!("{}: error writing bitmap", self.dev.name());
+            self.fail_device("error writing bitmap");
             self.unlock_range(phys, sectors);
             return Deferred::Complete(bindings::DM_RUST_BLK_STS_IOERR);
         }
@@ -1115,28 +1131,35 @@ impl Target for Integrity {
     }
 
     fn postsuspend(&self, _ti: &Ti<Self>, s: &MaySleep<'_>) {
+        // A failed device writes no more metadata (its superblock may even be another format's
+        // now, see `resume`).
+        if self.failed.load(Ordering::Acquire) {
+            return;
+        }
         // The worker has stopped (the adapter drained the workqueue) and written its position;
         // what is left in the tag cache goes to disk now: no metadata I/O after this.
         if self.flush_tags(s).is_err() {
-            integrity_err!("{}: error writing tags", self.dev.name());
+            // Tags may be missing: the bitmap stays in force, for a recalculation next time.
+            self.fail_device("error writing tags");
+            return;
         }
         // B mode, as dm-integrity: every tag is on disk, so the bitmap is no longer in force;
         // an empty journal goes over it and the superblock loses the dirty-bitmap flag.
         if self.bitmap_mode {
             if self.write_empty_journal(s).is_err() {
-                integrity_err!("{}: error writing journal", self.dev.name());
+                self.fail_device("error writing journal");
                 return;
             }
             self.sb.lock().sb.flags &= !SB_FLAG_DIRTY_BITMAP;
             if self.write_superblock(s, true).is_err() {
-                integrity_err!("{}: error writing superblock", self.dev.name());
+                self.fail_device("error writing superblock");
             }
         }
     }
 
     fn resume(&self, ti: &Ti<Self>, s: &MaySleep<'_>) {
         // Mode R writes nothing: no superblock, no recalculation (dm-integrity's skip_writes).
-        if self.recovery {
+        if self.recovery || self.failed.load(Ordering::Acquire) {
             return;
         }
         if let Err(msg) = self.reread_superblock(s) {
@@ -1151,12 +1174,11 @@ impl Target for Integrity {
         // recalculated; in B mode a clean one is put in force (reset applied there too).
         {
             let mut g = self.bm.lock();
+            let was_in_force = self.sb.lock().sb.flags & SB_FLAG_DIRTY_BITMAP != 0;
             let needs_read = bitmap::needs_read(&self.sb.lock().sb, self.bitmap_mode);
-            let read_ok = !needs_read || self.read_bitmap(s, &mut g).is_ok();
-            if !read_ok {
-                integrity_err!("{}: error reading bitmap", self.dev.name());
-                // Unknown: every region is dirty.
-                g.disk.fill(0xff);
+            if needs_read && self.read_bitmap(s, &mut g).is_err() {
+                self.fail_device("error reading bitmap");
+                return;
             }
             let BitmapState { disk, may_write, recalc: rc, .. } = &mut *g;
             let (rc, mw): (&mut [u8], &mut [u8]) = if self.bitmap_mode {
@@ -1168,15 +1190,34 @@ impl Target for Integrity {
                 let mut sbg = self.sb.lock();
                 bitmap::on_resume(&mut sbg.sb, self.bitmap_mode, &self.bits, reset, old_provided, provided, disk, rc, mw)
             };
+            // A bitmap newly put in force: first the superblock that says so, then the bitmap
+            // over the empty journal, as dm-integrity (the other order, cut by a crash, leaves
+            // a journal whose first entries the zeroed bitmap made "in use", which the kernel
+            // would replay over data).
+            if r.write_bitmap
+                && !was_in_force
+                && self.sb.lock().sb.flags & SB_FLAG_DIRTY_BITMAP != 0
+            {
+                drop(g);
+                self.sb.lock().dirty = true;
+                if self.write_superblock(s, true).is_err() {
+                    self.fail_device("error writing superblock");
+                    return;
+                }
+                g = self.bm.lock();
+            }
             if r.write_bitmap && self.write_bitmap(s, &mut g).is_err() {
-                integrity_err!("{}: error writing bitmap", self.dev.name());
+                // `may_write` says bits are on disk that are not.
+                self.fail_device("error writing bitmap");
+                return;
             }
             drop(g);
             if r.write_empty_journal && self.write_empty_journal(s).is_err() {
-                integrity_err!("{}: error writing journal", self.dev.name());
                 // The bitmap stays in force: dm-integrity fails a device whose journal is
                 // neither a journal nor under the flag.
                 self.sb.lock().sb.flags |= SB_FLAG_DIRTY_BITMAP;
+                self.fail_device("error writing journal");
+                return;
             }
             self.sb.lock().dirty |= r.write_superblock;
         }
@@ -1187,7 +1228,8 @@ impl Target for Integrity {
             r.start_worker
         };
         if self.write_superblock(s, false).is_err() {
-            integrity_err!("{}: error writing superblock", self.dev.name());
+            self.fail_device("error writing superblock");
+            return;
         }
         self.stop.store(false, Ordering::Release);
         if start {

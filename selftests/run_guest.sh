@@ -95,6 +95,13 @@ gate() {
 	fi
 }
 
+# The boot's udev coldplug must be over before the first device-mapper command, which waits for
+# udev to process its events: the debug kernel's boot gives up waiting for it after 5 minutes
+# while udev is still busy, and the first test then spends its time limit in integritysetup.
+t0=$(cut -d' ' -f1 /proc/uptime)
+udevadm settle --timeout=1200 2>/dev/null || echo "# udev did not settle in 1200 s"
+progress "run_guest: udev settled after $(awk -v t0="$t0" '{ printf "%.1f", $1 - t0 }' /proc/uptime) s"
+
 dmesg -C
 # The debug kernel (make check-debug) has kmemleak: forget what it suspects from the boot, so that
 # leak_check.sh reports only what the selftests leave behind.

@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: GPL-2.0
 # integrity-rs (mode D, internal hash): devices formatted by integritysetup open in ours; data
 # written through ours reads back through the kernel's dm-integrity with no integrity error and
-# the other way round (crc32c, integritysetup's default; sha256 tags are checked both ways by the recalculation and bitmap tests); a corrupted data sector fails exactly its block and is
+# the other way round (crc32c, integritysetup's default; sha256 tags that ours wrote are checked
+# by the kernel's in the recalculation and bitmap tests); a corrupted data sector fails exactly
+# its block and is
 # counted in the status line; damaged superblocks are refused and nothing is written; writes and
 # reads racing on the same blocks never fail; recalculate from a --no-wipe format runs to the end
 # and leaves every tag valid (checked by the kernel's target too); suspend stops the worker with

@@ -298,7 +298,7 @@ test_direct_io_recheck() {
 	image 16384
 	mark=$(fmark)
 	dmsetup create rs_v --readonly --table "$table"
-	"$prog" /dev/mapper/rs_v "$nblocks" 3000 || fail "direct reads failed while a writer raced into the buffer"
+	"$prog" /dev/mapper/rs_v "$nblocks" 2000 || fail "direct reads failed while a writer raced into the buffer"
 	[ "$(status_char rs_v)" = V ] || fail "corruption reported: $(dmsetup status rs_v)"
 	if fsince "$mark" | grep -i corrupt; then fail "corruption logged"; fi
 	cmp /dev/mapper/rs_v "$data" || fail "the image does not read back afterwards"

@@ -24,6 +24,7 @@ pub(crate) use dm::args as dm_args;
 /// host test crate.
 pub(crate) use integrity::superblock as integrity_superblock;
 pub(crate) use integrity::geometry as integrity_geometry;
+pub(crate) use integrity::journal as integrity_journal;
 
 module! {
     type: DmRust,

@@ -39,6 +39,10 @@ pub mod integrity_geometry;
 #[path = "integrity/table.rs"]
 pub mod integrity_table;
 
+/// dm-integrity's journal: commit ids, replay.
+#[path = "integrity/journal.rs"]
+pub mod integrity_journal;
+
 /// dm-integrity's B-mode dirty bitmap.
 #[path = "integrity/bitmap.rs"]
 pub mod integrity_bitmap;

@@ -366,15 +366,7 @@ pub fn needs_read(sb: &Superblock, bitmap_mode: bool) -> bool {
 /// encryption or MAC: zeroes, every entry of an entry sector marked unused (`sector_hi` all
 /// ones), and the commit id of sequence 0 xored with the section and sector in the last 8 bytes.
 pub fn empty_journal_sector(shape: &JournalShape, section: u32, sector: u32, out: &mut [u8; 512]) {
-    out.fill(0);
-    if sector < JOURNAL_BLOCK_SECTORS {
-        for k in 0..shape.entries_per_sector {
-            let at = (k * shape.entry_size) as usize;
-            out[at + 4..at + 8].fill(0xff);
-        }
-    }
-    let id = COMMIT_IDS[0] ^ ((u64::from(section) << 32) ^ u64::from(sector));
-    out[504..512].copy_from_slice(&id.to_le_bytes());
+    crate::integrity_journal::erased_sector(shape, section, sector, 0, out);
 }
 
 /// Per-section summary byte of [`JournalScan`]: the low bits are the commit sequence shared by

@@ -50,6 +50,8 @@ pub mod bitmap;
 #[allow(dead_code)]
 pub mod geometry;
 #[allow(dead_code)]
+pub mod journal;
+#[allow(dead_code)]
 pub mod recalc;
 #[allow(dead_code)]
 pub mod superblock;

@@ -683,22 +683,16 @@ test_bitmap_reload() {
 	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches: $(dmsetup status rs_int)"
 }
 
-# A mode J device that crashed leaves committed entries in its journal, which dm-integrity
-# replays on its next resume in every mode but R. Ours in mode B, whose bitmap would go over
-# them, refuses the table by name and writes nothing; the kernel's target replays them (with
-# DM_RUST_IMPL=kernel, in mode B itself).
-test_bitmap_journal_to_replay() {
-	local loop n table a before
-	loop=$(make_loop 32)
-	fmt "$loop" crc32c
-	table=$(kernel_table_b "$loop" crc32c)
+# journal_crash <loop> <file>: integritysetup's mode J (the kernel's target, its default) writes
+# <file> at 1 MiB of a crc32c device, an fsync commits it to the journal, then the crash: the
+# device below turns into the error target before the entries are written back or the journal
+# cleared (the close's clean journal does not reach the disk either).
+journal_crash() {
+	local loop=$1 a=$2 n
 	n=$(blockdev --getsz "$loop")
 	dmsetup create rs_lower --table "0 $n linear $loop 0"
-	# Mode J (integritysetup's default): a small write, committed to the journal by a flush,
-	# then the crash (nothing more reaches the disk, the close's clean journal neither).
 	integritysetup open -I crc32c /dev/mapper/rs_lower rs_k
 	dmsetup table rs_k | grep -q ' J ' || fail "not mode J: $(dmsetup table rs_k)"
-	a=$(random_file 8192)
 	# fsync sends the flush that commits the journal (BLKFLSBUF would not: no flush, and the
 	# write would still be only in the target's memory).
 	dd if="$a" of=/dev/mapper/rs_k bs=8192 seek=128 oflag=direct conv=notrunc,fsync status=none
@@ -707,19 +701,80 @@ test_bitmap_journal_to_replay() {
 	dmsetup remove --retry rs_k
 	dmsetup remove --retry rs_lower
 	blockdev --flushbufs "$loop"
-	if [ "$DM_RUST_IMPL" = rust ]; then
-		before=$(md5sum <"$loop")
-		expect_table_refused rs_int "The journal has entries to replay" "$table"
-		blockdev --flushbufs "$loop"
-		[ "$(md5sum <"$loop")" = "$before" ] || fail "the refused table wrote to the device"
-		# The kernel's mode B replays the journal and then clears it (its mode J would keep
-		# the replayed entries on disk until it writes to the journal again, and ours would
-		# still refuse the device).
-		integritysetup open -I crc32c --integrity-bitmap-mode "$loop" rs_k
-		read_at /dev/mapper/rs_k 1048576 8192 | cmp -s - "$a" || fail "the kernel's replay lost the write"
-		integritysetup close rs_k
-	fi
-	# Replayed (by the kernel's target above, or by the kernel's own mode B): mode B opens.
+}
+
+# journal_entry0_used <dev>: the first entry of the journal (section 0, sector 8 of the device)
+# is in use: its sector_hi is not all ones.
+journal_entry0_used() {
+	[ "$(dd if="$1" bs=512 skip=8 count=1 iflag=direct status=none | od -An -tx4 -j4 -N4 | tr -d ' ')" != ffffffff ]
+}
+
+# A journal with committed entries that a crash left (mode J, the kernel's target) is replayed
+# when the device is opened in mode D: the write is in place, every block reads without error,
+# the journal is erased; the device then reads the same through the kernel's target, and is
+# byte for byte what the kernel's own mode D leaves after replaying a copy of the same journal.
+# (With DM_RUST_IMPL=kernel, the kernel's target replays both.)
+test_journal_replay() {
+	local loop copy table a
+	loop=$(make_loop 32)
+	copy=$(make_loop 32)
+	fmt "$loop" crc32c
+	table=$(kernel_table "$loop" crc32c)
+	a=$(random_file 8192)
+	journal_crash "$loop" "$a"
+	journal_entry0_used "$loop" || fail "the crash left no committed entry in the journal"
+	dd if="$loop" of="$copy" bs=1M iflag=direct oflag=direct status=none
+	open_ours rs_int "$table"
+	read_at /dev/mapper/rs_int 1048576 8192 | cmp -s - "$a" || fail "the journal's write is not in place"
+	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "$INTEG finds integrity errors"
+	dmsetup remove rs_int
+	! journal_entry0_used "$loop" || fail "the journal was not erased"
+	# The kernel's own replay (mode D) of the copy leaves the same bytes.
+	integritysetup open -I crc32c --integrity-no-journal "$copy" rs_k
+	integritysetup close rs_k
+	blockdev --flushbufs "$loop"
+	blockdev --flushbufs "$copy"
+	cmp "$loop" "$copy" >&2 || fail "the device differs from the kernel's replay of the same journal"
+	integritysetup open -I crc32c --integrity-no-journal "$loop" rs_k
+	read_at /dev/mapper/rs_k 1048576 8192 | cmp -s - "$a" || fail "the kernel's target does not read the write"
+	dd if=/dev/mapper/rs_k of=/dev/null bs=1M iflag=direct status=none || fail "the kernel's target finds integrity errors"
+	integritysetup close rs_k
+}
+
+# A replayed entry whose data no longer matches its tag (a byte of the journal's copy flipped)
+# fails the device, as dm-integrity: every read fails, the error is named in the kernel log,
+# and nothing of the journal is written in place.
+test_journal_replay_corrupt() {
+	local loop table a mark
+	loop=$(make_loop 32)
+	fmt "$loop" crc32c
+	table=$(kernel_table "$loop" crc32c)
+	a=$(random_file 8192)
+	journal_crash "$loop" "$a"
+	journal_entry0_used "$loop" || fail "the crash left no committed entry in the journal"
+	# Entry 0's data: sector 16 (the journal at 8, its first 8 sectors of entries).
+	printf '\x5a' | dd of="$loop" bs=1 seek=$((16 * 512)) conv=notrunc status=none
+	blockdev --flushbufs "$loop"
+	mark="journal_replay_corrupt $RANDOM$RANDOM"
+	echo "$mark" >/dev/kmsg
+	open_ours rs_int "$table"
+	! read_at /dev/mapper/rs_int 0 4096 >/dev/null 2>&1 || fail "a device whose journal does not match its tags reads"
+	dmesg | sed -n "/$mark/,\$p" | grep -q "tag mismatch when replaying journal" ||
+		fail "no tag mismatch in the kernel log: $(dmesg | tail -n 3)"
+	dmsetup remove rs_int
+	journal_entry0_used "$loop" || fail "the journal was erased"
+}
+
+# A journal a crash left (mode J) is replayed by mode B before its bitmap goes over it (the
+# kernel's resume does the same).
+test_bitmap_journal_to_replay() {
+	local loop table a
+	loop=$(make_loop 32)
+	fmt "$loop" crc32c
+	table=$(kernel_table_b "$loop" crc32c)
+	a=$(random_file 8192)
+	journal_crash "$loop" "$a"
+	journal_entry0_used "$loop" || fail "the crash left no committed entry in the journal"
 	open_ours rs_int "$table"
 	read_at /dev/mapper/rs_int 1048576 8192 | cmp -s - "$a" || fail "the journal's write is not in place"
 	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "$INTEG finds integrity errors"
@@ -778,7 +833,7 @@ if ! integrity_setup; then
 	run_test setup fail "cannot load dm-integrity and dm_rust without upstream names"
 	ktap_finish
 fi
-ktap_plan 16
+ktap_plan 18
 run_test round_trip_crc32c test_round_trip_crc32c
 run_test hmac_fix_hmac test_hmac_fix_hmac
 run_test hmac_legacy test_hmac_legacy
@@ -794,6 +849,8 @@ run_test bitmap_interop test_bitmap_interop
 run_test bitmap_crash test_bitmap_crash
 run_test bitmap_reload test_bitmap_reload
 run_test bitmap_journal_to_replay test_bitmap_journal_to_replay
+run_test journal_replay test_journal_replay
+run_test journal_replay_corrupt test_journal_replay_corrupt
 run_test bitmap_integritysetup test_bitmap_integritysetup
 # The kernel's dm_integrity would keep dm_rust from loading with upstream names (a later script's
 # verity) under the same name: unload it, and dm_rust loaded without upstream names.

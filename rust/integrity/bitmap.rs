@@ -26,8 +26,9 @@
 //! once) and `recalc` (regions whose tags must be recalculated; reads there are not checked).
 
 use crate::integrity_geometry::{
-    Bitmap as Shape, JournalShape, BITMAP_BLOCK_SIZE, JOURNAL_BLOCK_SECTORS,
+    Bitmap as Shape, JournalShape, BITMAP_BLOCK_SIZE,
 };
+use crate::integrity_journal::erased_sector;
 use crate::integrity_superblock::{Superblock, SB_FLAG_DIRTY_BITMAP, SB_FLAG_RECALCULATING};
 
 /// Sectors of one bitmap block.
@@ -36,13 +37,6 @@ pub const BITMAP_BLOCK_SECTORS: u64 = BITMAP_BLOCK_SIZE >> 9;
 /// Bits in one bitmap block.
 pub const BITS_PER_BLOCK: u64 = BITMAP_BLOCK_SIZE * 8;
 
-/// The commit ids of an unencrypted journal (`commit_ids[]`, sequence 0 to 3).
-pub const COMMIT_IDS: [u64; 4] = [
-    0x1111_1111_1111_1111,
-    0x2222_2222_2222_2222,
-    0x3333_3333_3333_3333,
-    0x4444_4444_4444_4444,
-];
 
 /// Default `bitmap_flush_interval` in milliseconds (`BITMAP_FLUSH_INTERVAL`, 10 s).
 pub const DEFAULT_FLUSH_INTERVAL_MS: u32 = 10_000;
@@ -366,127 +360,7 @@ pub fn needs_read(sb: &Superblock, bitmap_mode: bool) -> bool {
 /// encryption or MAC: zeroes, every entry of an entry sector marked unused (`sector_hi` all
 /// ones), and the commit id of sequence 0 xored with the section and sector in the last 8 bytes.
 pub fn empty_journal_sector(shape: &JournalShape, section: u32, sector: u32, out: &mut [u8; 512]) {
-    crate::integrity_journal::erased_sector(shape, section, sector, 0, out);
-}
-
-/// Per-section summary byte of [`JournalScan`]: the low bits are the commit sequence shared by
-/// every sector of the section ([`MIXED`] if they differ), bit 7 says an entry is in use.
-const MIXED: u8 = 0x7f;
-const IN_USE: u8 = 0x80;
-
-/// Whether dm-integrity's resume would replay a journal (`replay_journal`): a mode `J` device
-/// that crashed leaves committed entries that the kernel copies in place on its next resume, in
-/// any mode but `R`, unless the superblock has `SB_FLAG_DIRTY_BITMAP` (the area is a bitmap
-/// then). Mode `B` writes its bitmap over the journal, so integrity-rs refuses such a device
-/// rather than lose the entries.
-///
-/// Feed every sector of the journal in order ([`JournalScan::sector`]), then ask
-/// [`JournalScan::needs_replay`]. `summary` is one byte per section, owned by the caller.
-pub struct JournalScan<'a> {
-    shape: JournalShape,
-    summary: &'a mut [u8],
-    used: [bool; 4],
-    max_section: [u32; 4],
-    empty: bool,
-    /// A commit id matches no sequence: the kernel clears the journal, replaying nothing.
-    garbage: bool,
-}
-
-impl<'a> JournalScan<'a> {
-    /// A scan of `summary.len()` sections of `shape`.
-    pub fn new(shape: JournalShape, summary: &'a mut [u8]) -> Self {
-        Self {
-            shape,
-            summary,
-            used: [false; 4],
-            max_section: [0; 4],
-            empty: true,
-            garbage: false,
-        }
-    }
-
-    /// Sector `sector` of section `section`.
-    pub fn sector(&mut self, section: u32, sector: u32, data: &[u8; 512]) {
-        let Some(slot) = self.summary.get_mut(section as usize) else {
-            self.garbage = true;
-            return;
-        };
-        let id = u64::from_le_bytes([
-            data[504], data[505], data[506], data[507], data[508], data[509], data[510], data[511],
-        ]);
-        let xor = (u64::from(section) << 32) ^ u64::from(sector);
-        let Some(k) = (0..4).find(|&k| COMMIT_IDS[k] ^ xor == id) else {
-            self.garbage = true;
-            return;
-        };
-        self.used[k] = true;
-        self.max_section[k] = section;
-        let k = k as u8;
-        if sector == 0 {
-            *slot = k;
-        } else if *slot & MIXED != k {
-            *slot = (*slot & IN_USE) | MIXED;
-        }
-        if sector < JOURNAL_BLOCK_SECTORS {
-            for e in 0..self.shape.entries_per_sector {
-                let at = (e * self.shape.entry_size) as usize;
-                if data[at + 4..at + 8] != [0xff; 4] {
-                    self.empty = false;
-                    *slot |= IN_USE;
-                }
-            }
-        }
-    }
-
-    /// Whether the kernel would copy entries in place from this journal.
-    pub fn needs_replay(&self) -> bool {
-        let n = self.summary.len() as u32;
-        if self.garbage || n == 0 || self.empty {
-            return false;
-        }
-        let prev = |k: usize| (k + 3) % 4;
-        let next = |k: usize| (k + 1) % 4;
-        let unused = if !self.used[3] {
-            let mut u = 3;
-            while u > 0 && !self.used[u - 1] {
-                u -= 1;
-            }
-            u
-        } else {
-            match (0..4).find(|&k| !self.used[k]) {
-                Some(u) => u,
-                // Every sequence in use: the kernel fails the device and clears the journal.
-                None => return false,
-            }
-        };
-        let last_used = prev(unused);
-        let mut want = prev(last_used);
-        if !self.used[want] && self.used[prev(want)] {
-            return false;
-        }
-        let mut i = self.max_section[last_used] + 1;
-        if i >= n {
-            want = next(want);
-            i -= n;
-        }
-        // The sections the kernel replays: from there while every sector has the wanted
-        // sequence; any entry in use there would be copied in place.
-        for _ in 0..n {
-            let s = self.summary[i as usize];
-            if s & MIXED != want as u8 {
-                break;
-            }
-            if s & IN_USE != 0 {
-                return true;
-            }
-            i += 1;
-            if i >= n {
-                want = next(want);
-                i = 0;
-            }
-        }
-        false
-    }
+    erased_sector(shape, section, sector, 0, out);
 }
 
 #[cfg(test)]
@@ -740,68 +614,5 @@ mod tests {
             u64::from_le_bytes(s[504..].try_into().unwrap()),
             0x1111_1111_1111_1119
         );
-    }
-
-    fn scan(shape: JournalShape, sections: u32, f: impl Fn(u32, u32, &mut [u8; 512])) -> bool {
-        let mut summary = [0u8; 16];
-        let mut sc = JournalScan::new(shape, &mut summary[..sections as usize]);
-        let mut s = [0u8; 512];
-        for i in 0..sections {
-            for j in 0..shape.section_sectors {
-                empty_journal_sector(&shape, i, j, &mut s);
-                f(i, j, &mut s);
-                sc.sector(i, j, &s);
-            }
-        }
-        sc.needs_replay()
-    }
-
-    #[test]
-    fn journal_replay_as_the_kernel_decides() {
-        let shape = JournalShape::new(4, 0, false).unwrap();
-        // dm-integrity's empty journal (format, clean suspend): nothing to replay.
-        assert!(!scan(shape, 5, |_, _, _| {}));
-        // Garbage (a bitmap): the kernel clears it.
-        assert!(!scan(shape, 5, |_, _, s| s[504] ^= 0x5a));
-        // An entry in use in a journal whose sections all carry sequence 0: replayed.
-        assert!(scan(shape, 5, |i, j, s| if i == 2 && j == 1 {
-            s[4..8].copy_from_slice(&[0, 0, 0, 0]);
-        }));
-        // Sections 0 and 1 committed with sequence 1 after a journal of sequence 0: the
-        // kernel replays from section 2 (sequence 0, the oldest) round to section 1.
-        let reseq = |i: u32, j: u32, s: &mut [u8; 512]| {
-            if i < 2 {
-                let id = COMMIT_IDS[1] ^ ((u64::from(i) << 32) ^ u64::from(j));
-                s[504..].copy_from_slice(&id.to_le_bytes());
-            }
-        };
-        assert!(!scan(shape, 5, reseq));
-        assert!(scan(shape, 5, |i, j, s| {
-            reseq(i, j, s);
-            if i == 1 && j == 0 {
-                s[28..32].copy_from_slice(&[1, 0, 0, 0]);
-            }
-        }));
-        // A torn section (sequences mixed: section 2 half rewritten with sequence 1) is where
-        // the kernel starts after and stops before: its entries are not replayed.
-        let torn = |i: u32, j: u32, s: &mut [u8; 512]| {
-            reseq(i, j, s);
-            if i == 2 && j == 3 {
-                let id = COMMIT_IDS[1] ^ ((2u64 << 32) ^ 3);
-                s[504..].copy_from_slice(&id.to_le_bytes());
-            }
-        };
-        assert!(!scan(shape, 5, |i, j, s| {
-            torn(i, j, s);
-            if i == 2 && j == 0 {
-                s[4..8].copy_from_slice(&[0, 0, 0, 0]);
-            }
-        }));
-        assert!(scan(shape, 5, |i, j, s| {
-            torn(i, j, s);
-            if i == 3 && j == 0 {
-                s[4..8].copy_from_slice(&[0, 0, 0, 0]);
-            }
-        }));
     }
 }

@@ -35,7 +35,10 @@
 //!   resume puts the bitmap in force (`SB_FLAG_DIRTY_BITMAP`) or, after a crash, has the
 //!   recalculation worker redo the tags of the dirty regions (reads there are not checked until
 //!   then); `postsuspend` writes an empty journal over the bitmap and clears the flag, as
-//!   dm-integrity does. Mode `D` opening a dirty bitmap recalculates as dm-integrity's does.
+//!   dm-integrity does. Mode `D` opening a dirty bitmap recalculates as dm-integrity's does;
+//! - in modes `D` and `B`, the first resume replays the journal a mode `J` device left after a
+//!   crash ([`journal`]: its committed sections' blocks and tags written in place), then erases
+//!   it, as dm-integrity's `replay_journal`.
 //!
 //! What is not implemented is refused with a message naming it: mode `J`, mode `R`
 //! without a superblock, `meta_device`, `journal_crypt`, `journal_mac`, tags for the layer
@@ -204,6 +207,9 @@ pub(crate) struct Integrity {
     /// The superblock the constructor read: a resume finding another layout on disk fails the
     /// device, as dm-integrity's.
     sb_at_load: Superblock,
+    /// The journal on disk is the one this target left (dm-integrity's `journal_uptodate`): set
+    /// by `postsuspend`, so that only the first resume replays it.
+    journal_uptodate: AtomicBool,
     /// Every bio fails (dm-integrity's `ic->failed`): the superblock changed under a suspended
     /// device, or could not be read again.
     failed: AtomicBool,
@@ -257,32 +263,9 @@ fn refuse_unimplemented(t: &IntegrityTable<'_>) -> Result<(), CtrError> {
     Ok(())
 }
 
-/// Whether the journal of the device holds entries dm-integrity would replay (a mode `J` device
-/// that crashed), read section by section.
-fn journal_needs_replay(dev: &Device, s: &MaySleep<'_>, geo: &Geometry) -> Result<bool> {
-    const CHUNK: u32 = 64;
-    let shape = geo.journal();
-    let sections = geo.params().journal_sections;
-    let mut summary = KVec::from_elem(0u8, sections as usize, GFP_KERNEL)?;
-    let mut buf = KVec::from_elem(0u8, CHUNK as usize * 512, GFP_KERNEL)?;
-    let mut scan = bitmap::JournalScan::new(shape, &mut summary);
-    let mut sector = [0u8; 512];
-    let mut at = geo.params().start + u64::from(SB_SECTORS);
-    for section in 0..sections {
-        let mut j = 0;
-        while j < shape.section_sectors {
-            let n = (shape.section_sectors - j).min(CHUNK);
-            dev.read_sync(s, at, &mut buf, n as usize * 512)?;
-            for k in 0..n {
-                let o = k as usize * 512;
-                sector.copy_from_slice(&buf[o..o + 512]);
-                scan.sector(section, j + k, &sector);
-            }
-            at += u64::from(n);
-            j += n;
-        }
-    }
-    Ok(scan.needs_replay())
+/// Bytes of the entry sectors at the start of each journal section.
+fn journal_entry_bytes() -> usize {
+    geometry::JOURNAL_BLOCK_SECTORS as usize * 512
 }
 
 /// Mode `R` on a device without a superblock (dm-integrity makes one in memory).
@@ -614,6 +597,12 @@ impl Integrity {
     /// Writes an empty journal over the journal area (and so over the bitmap), as
     /// dm-integrity's `init_journal` does when it suspends in B mode.
     fn write_empty_journal(&self, s: &MaySleep<'_>) -> Result {
+        self.write_erased_journal(s, 0)
+    }
+
+    /// Writes every section of the journal erased with commit sequence `seq` (FUA), as
+    /// dm-integrity's `init_journal`.
+    fn write_erased_journal(&self, s: &MaySleep<'_>, seq: u8) -> Result {
         const CHUNK: u32 = 64;
         let shape = self.geo.journal();
         let sections = self.geo.params().journal_sections;
@@ -625,7 +614,7 @@ impl Integrity {
             while j < shape.section_sectors {
                 let n = (shape.section_sectors - j).min(CHUNK);
                 for k in 0..n {
-                    bitmap::empty_journal_sector(&shape, section, j + k, &mut sector);
+                    journal::erased_sector(&shape, section, j + k, seq, &mut sector);
                     let o = k as usize * 512;
                     buf[o..o + 512].copy_from_slice(&sector);
                 }
@@ -633,6 +622,82 @@ impl Integrity {
                 at += u64::from(n);
                 j += n;
             }
+        }
+        Ok(())
+    }
+
+    /// dm-integrity's `replay_journal` on the first resume (any mode but `R`, the bitmap not in
+    /// force): the committed sections of a journal a crash left (mode `J`) are written in place,
+    /// oldest first, each block's data (its last bytes put back from the entry) and tag, every
+    /// tag checked against the data first; then the journal is erased unless it was empty and
+    /// whole. `Err` with what failed (dm-integrity fails the device and writes nothing more):
+    /// a corrupt journal, a misaligned sector, a tag that does not match its data, an I/O error.
+    fn replay_journal(&self, s: &MaySleep<'_>) -> Result<(), &'static str> {
+        const CHUNK: u32 = 64;
+        let shape = self.geo.journal();
+        let sections = self.geo.params().journal_sections;
+        let log2_spb = self.spb.trailing_zeros();
+        let provided = self.geo.provided_data_sectors();
+        let nomem = |_| "allocating journal buffers";
+        let mut summary = s.noio(|| KVec::from_elem(0u8, sections as usize, GFP_KERNEL)).map_err(nomem)?;
+        let mut buf = s.noio(|| KVec::from_elem(0u8, CHUNK as usize * 512, GFP_KERNEL)).map_err(nomem)?;
+        let mut scan = journal::Scan::new(shape, &mut summary);
+        let mut sector = [0u8; 512];
+        let mut at = self.journal_start();
+        for section in 0..sections {
+            let mut j = 0;
+            while j < shape.section_sectors {
+                let n = (shape.section_sectors - j).min(CHUNK);
+                self.dev.read_sync(s, at, &mut buf, n as usize * 512).map_err(|_| "reading journal")?;
+                for k in 0..n {
+                    let o = k as usize * 512;
+                    sector.copy_from_slice(&buf[o..o + 512]);
+                    scan.sector(section, j + k, &sector);
+                }
+                at += u64::from(n);
+                j += n;
+            }
+        }
+        let plan = scan.plan(false).map_err(|c| c.message())?;
+        if plan.replay {
+            let bb = self.block_bytes() as usize;
+            let ts = self.tag_size;
+            let mut data = s.noio(|| KVec::from_elem(0u8, bb, GFP_KERNEL)).map_err(nomem)?;
+            let entry_bytes = journal_entry_bytes();
+            let mut tag = [0u8; MAX_TAG_SIZE as usize];
+            let mut computed = [0u8; MAX_TAG_SIZE as usize];
+            for k in 0..plan.sections {
+                let section = plan.section(k, sections);
+                let base = self.geo.journal_section_start(section).ok_or("journal section")?;
+                self.dev.read_sync(s, base, &mut buf, entry_bytes).map_err(|_| "reading journal")?;
+                for e in 0..shape.section_entries {
+                    let entry = journal::entry(&shape, &buf[..entry_bytes], e).ok_or("journal entry")?;
+                    let sector = match journal::action(entry, log2_spb, provided) {
+                        journal::Action::Unused | journal::Action::OutOfRange => continue,
+                        journal::Action::Misaligned => return Err("invalid sector in journal"),
+                        journal::Action::Write { sector } => sector,
+                    };
+                    let ds = shape.entry_data_sector(e, log2_spb).ok_or("journal entry")?;
+                    self.dev
+                        .read_sync(s, base + u64::from(ds), &mut data, bb)
+                        .map_err(|_| "reading journal")?;
+                    journal::restore_last_bytes(entry, log2_spb, &mut data);
+                    tag[..ts].copy_from_slice(journal::entry_tag(entry, log2_spb, ts));
+                    self.tag(sector, |d| d.update(&data[..bb]), &mut computed)
+                        .map_err(|_| "computing tags")?;
+                    if computed[..ts] != tag[..ts] {
+                        self.mismatches.fetch_add(1, Ordering::Relaxed);
+                        return Err("tag mismatch when replaying journal");
+                    }
+                    let phys = self.geo.data_sector(sector).ok_or("journal entry")?;
+                    self.dev.write_sync_fua(s, phys, &mut data, bb).map_err(|_| "copying from journal")?;
+                    self.rw_tags(s, sector, &mut tag[..ts], true).map_err(|_| "writing tags")?;
+                }
+            }
+            self.flush_tags(s).map_err(|_| "writing tags")?;
+        }
+        if let Some(seq) = plan.erase {
+            self.write_erased_journal(s, seq).map_err(|_| "writing journal")?;
         }
         Ok(())
     }
@@ -942,17 +1007,6 @@ impl Target for Integrity {
             // blocks); refused rather than writing past the journal.
             return Err(CtrError::new(EINVAL, c"The bitmap does not fit in the journal"));
         }
-        // A journal the kernel would replay (mode J crashed) would be lost under the bitmap.
-        if t.mode() == Mode::Bitmap && !sb.has(SB_FLAG_DIRTY_BITMAP) {
-            let replay = journal_needs_replay(&dev, ctx.may_sleep(), &geo)
-                .map_err(|e| CtrError::new(e, c"Error reading journal"))?;
-            if replay {
-                return Err(CtrError::new(
-                    EOPNOTSUPP,
-                    c"The journal has entries to replay (replaying is not implemented in integrity-rs)",
-                ));
-            }
-        }
         let bm_only = |n: usize| if t.mode() == Mode::Bitmap { n } else { 0 };
         let no_bitmap = |_| CtrError::new(ENOMEM, c"Could not allocate memory for bitmap");
         let bm = BitmapState {
@@ -998,6 +1052,7 @@ impl Target for Integrity {
             bm <- new_mutex!(bm),
             sb_at_load,
             failed: AtomicBool::new(false),
+            journal_uptodate: AtomicBool::new(false),
             meta <- new_mutex!(client),
             sb <- new_mutex!(SbState { sb, area, dirty }),
             ranges <- new_mutex!(RangeSet { ranges: [(0, 0); MAX_RANGES], n: 0, barrier: false }),
@@ -1133,6 +1188,8 @@ impl Target for Integrity {
     }
 
     fn postsuspend(&self, _ti: &Ti<Self>, s: &MaySleep<'_>) {
+        // The next resume does not read the journal again (dm-integrity's `journal_uptodate`).
+        self.journal_uptodate.store(true, Ordering::Release);
         // A failed device writes no more metadata (its superblock may even be another format's
         // now, see `resume`).
         if self.failed.load(Ordering::Acquire) {
@@ -1168,6 +1225,16 @@ impl Target for Integrity {
             integrity_err!("{}", msg.to_str().unwrap_or("Error reading superblock"));
             self.failed.store(true, Ordering::Release);
             return;
+        }
+        // The journal a crash left in mode J, as dm-integrity: replayed on the first resume,
+        // unless the bitmap is in force (the area is a bitmap then).
+        if !self.journal_uptodate.load(Ordering::Acquire)
+            && self.sb.lock().sb.flags & SB_FLAG_DIRTY_BITMAP == 0
+        {
+            if let Err(what) = self.replay_journal(s) {
+                self.fail_device(what);
+                return;
+            }
         }
         let reset = self.reset_pending.swap(false, Ordering::AcqRel);
         let provided = self.geo.provided_data_sectors();

@@ -411,3 +411,105 @@ fn empty_despite_entries_when_the_wanted_sequence_is_missing() {
     assert_eq!(p.erase, Some(0));
     assert!(j.replay(&p, 1 << 20).unwrap().is_empty());
 }
+
+/// A section as the module's mode `J` writes it (`write_entry`, `stamp_commit_ids`): entry
+/// sectors erased, the entries, the data of every entry (unused slots zero), commit ids.
+fn module_section(j: &Journal, section: u32, seq: u8, entries: &[Entry]) -> Vec<[u8; 512]> {
+    let shape = j.shape();
+    let spb = 1usize << j.log2_spb;
+    let mut ent = vec![0u8; 8 * 512];
+    let mut s = [0u8; 512];
+    for k in 0..8 {
+        journal::erased_sector(&shape, section, k, seq, &mut s);
+        ent[k as usize * 512..(k as usize + 1) * 512].copy_from_slice(&s);
+    }
+    let mut data = vec![0u8; j.entries() * spb * 512];
+    for (n, (sector, d, t)) in entries.iter().enumerate() {
+        data[n * spb * 512..(n + 1) * spb * 512].copy_from_slice(d);
+        journal::write_entry(&shape, &mut ent, n as u32, j.log2_spb, *sector, d, t).unwrap();
+    }
+    journal::stamp_commit_ids(&mut data, section, 8, seq);
+    ent.chunks(512)
+        .chain(data.chunks(512))
+        .map(|c| c.try_into().unwrap())
+        .collect()
+}
+
+#[test]
+fn module_writer_matches_the_format() {
+    for (ts, l) in [(4usize, 0u32), (32, 0), (4, 3), (64, 2)] {
+        let mut j = Journal::new(ts, l, 3);
+        let spb = 1u64 << l;
+        let n = j.entries();
+        // A full section and one with a single entry (the last one of a section too).
+        for (section, count) in [(0u32, n), (1, 1)] {
+            let entries: Vec<Entry> = (0..count as u64).map(|i| entry(&j, (7 + i) * spb, 3)).collect();
+            let ours = module_section(&j, section, 2, &entries);
+            j.commit(section, 2, &entries);
+            // The kernel's writer leaves old data in the unused slots' data sectors: compare
+            // the entry sectors and the used data sectors.
+            let base = section as usize * j.section_sectors;
+            for k in 0..8 + count * spb as usize {
+                assert_eq!(ours[k], j.sectors[base + k], "tag {ts} log2 {l} section {section} sector {k}");
+            }
+            for k in 8 + count * spb as usize..j.section_sectors {
+                assert_eq!(ours[k][504..], id(section, k, 2), "commit id of an unused data sector");
+            }
+        }
+    }
+}
+
+#[test]
+fn writer_cursor_crash_and_clean_suspend() {
+    let mut j = Journal::new(4, 0, 3);
+    // A formatted journal: the writer starts at section 0 with sequence 1.
+    let p = j.scan(true).unwrap();
+    let mut c = journal::Cursor::after(&p);
+    assert_eq!(c, journal::Cursor { section: 0, seq: 1 });
+    // Five commits: sections 0, 1, 2 (sequence 1), then 0, 1 (sequence 2).
+    let mut latest = BTreeMap::new();
+    for v in 0..5u8 {
+        let e = vec![entry(&j, 8, v), entry(&j, 16 + u64::from(v) * 8, v)];
+        let sec = module_section(&j, c.section, c.seq, &e);
+        let base = c.section as usize * j.section_sectors;
+        j.sectors[base..base + j.section_sectors].copy_from_slice(&sec);
+        for (s, d, t) in &e {
+            latest.insert(*s, (d.clone(), t.clone()));
+        }
+        c.advance(3);
+    }
+    assert_eq!(c, journal::Cursor { section: 2, seq: 2 });
+    // The crash: the replay (kernel's order) leaves the newest data; mode J goes on where the
+    // writer was.
+    let p = j.scan(true).unwrap();
+    assert_eq!((p.start, p.sections, p.replay, p.erase), (2, 3, true, None));
+    assert_eq!(journal::Cursor::after(&p), c);
+    let dev = apply(&j.replay(&p, 1 << 20).unwrap());
+    // Block 16 + 8 * 0 (version 0, in section 0 overwritten) is gone from the journal: it was
+    // written back before its section was reused.
+    for (s, v) in &dev {
+        assert_eq!(Some(v), latest.get(s), "sector {s}");
+    }
+    assert_eq!(dev[&8].0, block(0, 8, 4));
+    // A clean suspend erases [2, 3) with sequence 2 and [0, 2) with 3: whole and empty. A
+    // resume that reads it goes on at the same section with sequence 3 (the kernel's choice);
+    // one that does not (`journal_uptodate`) goes on with sequence 2: both are consistent.
+    for (first, count, seq) in c.erase_ranges(3) {
+        for s in first..first + count {
+            j.erase(s, seq);
+        }
+    }
+    let p = j.scan(true).unwrap();
+    assert_eq!((p.replay, p.erase, p.sections), (false, None, 3));
+    assert_eq!(journal::Cursor::after(&p), journal::Cursor { section: 2, seq: 3 });
+    let mut k = Journal { sectors: j.sectors.clone(), ..Journal::new(4, 0, 3) };
+    let e = vec![entry(&k, 64, 7)];
+    let sec = module_section(&k, c.section, c.seq, &e);
+    let base = c.section as usize * k.section_sectors;
+    k.sectors[base..base + k.section_sectors].copy_from_slice(&sec);
+    let p = k.scan(false).unwrap();
+    assert_eq!((p.sections, p.replay), (3, true));
+    assert_eq!(k.replay(&p, 1 << 20).unwrap(), e);
+    // Mode D on it leaves it alone too.
+    assert_eq!(j.scan(false).unwrap().erase, None);
+}

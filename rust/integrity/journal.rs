@@ -34,6 +34,9 @@
 
 use crate::integrity_geometry::{JournalShape, JOURNAL_BLOCK_SECTORS};
 
+/// Sectors of entries at the start of each section (`JOURNAL_BLOCK_SECTORS`).
+pub const JOURNAL_ENTRY_SECTORS: u32 = JOURNAL_BLOCK_SECTORS;
+
 /// Commit sequences.
 pub const N_COMMIT_IDS: usize = 4;
 
@@ -330,5 +333,78 @@ pub fn restore_last_bytes(entry: &[u8], log2_spb: u32, data: &mut [u8]) {
     for s in 0..(1usize << log2_spb) {
         let src = &entry[8 + 8 * s..16 + 8 * s];
         data[s * 512 + COMMIT_ID_AT..(s + 1) * 512].copy_from_slice(src);
+    }
+}
+
+/// Writes entry `n` of a section whose 8 entry sectors are `entries` (`8 * 512` bytes), as the
+/// kernel's writer fills it: the logical `sector`, the last 8 bytes of each sector of the block's
+/// `data` (which the commit ids take in the journal's copy) and the `tag`. `None` past the
+/// section's entries or with buffers too short.
+pub fn write_entry(
+    shape: &JournalShape,
+    entries: &mut [u8],
+    n: u32,
+    log2_spb: u32,
+    sector: u64,
+    data: &[u8],
+    tag: &[u8],
+) -> Option<()> {
+    let (s, offset) = shape.entry_position(n)?;
+    let at = s as usize * 512 + offset as usize;
+    let spb = 1usize << log2_spb;
+    let tag_at = 8 + 8 * spb;
+    let entry = entries.get_mut(at..at + shape.entry_size as usize)?;
+    if data.len() < spb * 512 || entry.len() < tag_at + tag.len() {
+        return None;
+    }
+    entry.fill(0);
+    entry[..8].copy_from_slice(&sector.to_le_bytes());
+    for k in 0..spb {
+        entry[8 + 8 * k..16 + 8 * k].copy_from_slice(&data[k * 512 + COMMIT_ID_AT..(k + 1) * 512]);
+    }
+    entry[tag_at..tag_at + tag.len()].copy_from_slice(tag);
+    Some(())
+}
+
+/// Stamps the commit id of sequence `seq` into the last 8 bytes of every sector of `sectors`
+/// (whole 512-byte sectors), the first being sector `first` of section `section` (what a commit
+/// does to every sector of the sections it writes).
+pub fn stamp_commit_ids(sectors: &mut [u8], section: u32, first: u32, seq: u8) {
+    for (k, s) in sectors.chunks_exact_mut(512).enumerate() {
+        let id = commit_id(section, first + k as u32, seq);
+        s[COMMIT_ID_AT..].copy_from_slice(&id.to_le_bytes());
+    }
+}
+
+/// Where mode `J` writes next: the section and the sequence it commits it with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// The next section to write.
+    pub section: u32,
+    /// The sequence it is committed with.
+    pub seq: u8,
+}
+
+impl Cursor {
+    /// Where a resume leaves the writer.
+    pub fn after(plan: &Plan) -> Self {
+        Self { section: plan.continue_section, seq: plan.commit_seq }
+    }
+
+    /// Past one committed section of a journal of `n` sections: the sequence advances where the
+    /// journal wraps.
+    pub fn advance(&mut self, n: u32) {
+        self.section += 1;
+        if self.section >= n {
+            self.section = 0;
+            self.seq = next_seq(self.seq);
+        }
+    }
+
+    /// The sections a clean suspend erases and their sequences: `[section, n)` with `seq`, then
+    /// `[0, section)` with the next (`dm_integrity_postsuspend`): the journal is then whole and
+    /// empty, and the next writer goes on here.
+    pub fn erase_ranges(&self, n: u32) -> [(u32, u32, u8); 2] {
+        [(self.section, n - self.section.min(n), self.seq), (0, self.section.min(n), next_seq(self.seq))]
     }
 }

@@ -57,6 +57,16 @@ kernel_table() {
 	echo "$t" | awk -v n="$INTEG" '{ $3 = n; print }'
 }
 
+# kernel_table_j <dev> <hash> [open options...]: the same for mode J (integritysetup's default).
+kernel_table_j() {
+	local dev=$1 hash=$2 t
+	shift 2
+	integritysetup open -I "$hash" "$@" "$dev" rs_k >/dev/null
+	t=$(dmsetup table --showkeys rs_k)
+	integritysetup close rs_k
+	echo "$t" | awk -v n="$INTEG" '{ $3 = n; print }'
+}
+
 # kernel_table_b <dev> <hash> [open options...]: the same for mode B (the kernel's target puts
 # the bitmap in force when opened and writes an empty journal over it when closed).
 kernel_table_b() {
@@ -111,6 +121,43 @@ per_sector = (504 - (8 if flags & 1 else 0)) // entry
 print(sections * ((per_sector * 8 << l2) + 8))
 ' "$1"
 }
+
+# journal_state <dev>: "clean" if every section of the journal carries one commit sequence and
+# no entry is in use (what a clean close leaves), else "committed" if entries are in use, else
+# "torn"; "garbage" if a commit id is none of the four.
+journal_state() {
+	python3 -c '
+import struct, sys
+f = open(sys.argv[1], "rb")
+sb = f.read(64)
+tag, sections = struct.unpack_from("<HI", sb, 10)
+l2 = sb[28]
+entry = (8 + 8 * (1 << l2) + tag + 7) // 8 * 8
+per_sector = 504 // entry
+ss = (per_sector * 8 << l2) + 8
+f.seek(8 * 512)
+ids = [0x1111111111111111 * k for k in (1, 2, 3, 4)]
+used = uniform = 0
+for i in range(sections):
+    sec = f.read(ss * 512)
+    seqs = set()
+    for j in range(ss):
+        cid = struct.unpack_from("<Q", sec, j * 512 + 504)[0] ^ ((i << 32) ^ j)
+        if cid not in ids:
+            print("garbage"); sys.exit()
+        seqs.add(cid)
+        if j < 8:
+            for k in range(per_sector):
+                if sec[j * 512 + k * entry + 4:j * 512 + k * entry + 8] != b"\xff" * 4:
+                    used += 1
+    uniform += len(seqs) == 1
+print("committed" if used else "clean" if uniform == sections else "torn")
+' "$1"
+}
+
+# data_offset <dev> <logical byte>: the byte on the device where that logical byte of the
+# first interleave area is stored (crc32c tags: 256 sectors of tags before the area's data).
+data_offset() { echo $(((8 + $(journal_sectors "$1") + 256) * 512 + $2)); }
 
 # open_ours <name> <table>
 open_ours() { dmsetup create "$1" --table "$2"; }
@@ -780,6 +827,123 @@ test_bitmap_journal_to_replay() {
 	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "$INTEG finds integrity errors"
 }
 
+# Mode J through integritysetup (its default mode), ours registered as "integrity": the table is
+# mode J, data written reads back, a clean close leaves the journal whole and empty; the kernel's
+# target (mode J) then reads the same data without an error, writes more, and ours reads both.
+test_journal_integritysetup() {
+	local loop a b
+	loop=$(make_loop 16)
+	fmt "$loop" crc32c
+	if [ "$DM_RUST_IMPL" = rust ]; then
+		trap upstream_integrity_off EXIT
+		upstream_integrity_on || fail "cannot put dm_rust with upstream names in place of dm-integrity"
+	fi
+	integritysetup open -I crc32c "$loop" rs_is
+	dmsetup table rs_is
+	dmsetup table rs_is | grep -q ' integrity .* J ' || fail "not mode J: $(dmsetup table rs_is)"
+	integritysetup status rs_is || fail "integritysetup status failed on the device"
+	a=$(random_file 2097152)
+	write_at /dev/mapper/rs_is 1048576 "$a"
+	read_at /dev/mapper/rs_is 1048576 2097152 | cmp -s - "$a" || fail "read back through integritysetup's device differs"
+	dd if=/dev/mapper/rs_is of=/dev/null bs=1M iflag=direct status=none || fail "reading the whole device failed"
+	integritysetup close rs_is
+	[ "$(journal_state "$loop")" = clean ] || fail "journal after a clean close: $(journal_state "$loop")"
+	if [ "$DM_RUST_IMPL" = rust ]; then
+		trap - EXIT
+		upstream_integrity_off
+	fi
+	integritysetup open -I crc32c "$loop" rs_k
+	read_at /dev/mapper/rs_k 1048576 2097152 | cmp -s - "$a" || fail "the kernel's dm-integrity reads other data"
+	dd if=/dev/mapper/rs_k of=/dev/null bs=1M iflag=direct status=none || fail "the kernel's dm-integrity finds integrity errors"
+	b=$(random_file 1048576)
+	write_at /dev/mapper/rs_k 4194304 "$b"
+	integritysetup close rs_k
+	[ "$(journal_state "$loop")" = clean ] || fail "journal after the kernel's clean close: $(journal_state "$loop")"
+	open_ours rs_int "$(kernel_table_j "$loop" crc32c)"
+	read_at /dev/mapper/rs_int 4194304 1048576 | cmp -s - "$b" || fail "$INTEG reads other data than the kernel's wrote"
+	read_at /dev/mapper/rs_int 1048576 2097152 | cmp -s - "$a" || fail "$INTEG lost its own data"
+	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "$INTEG finds integrity errors"
+	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches counted: $(dmsetup status rs_int)"
+}
+
+# ext4 on ours in mode J: mkfs, mount, copy, fsync, umount, fsck; the kernel's target (mode J)
+# then finds no integrity error and fsck passes through it.
+test_journal_ext4() {
+	local loop table mnt a b
+	loop=$(make_loop 32)
+	fmt "$loop" crc32c
+	table=$(kernel_table_j "$loop" crc32c)
+	[[ $table == *" J "* ]] || fail "table line: $table"
+	open_ours rs_int "$table"
+	[ "$(dmsetup table rs_int)" = "$table" ] || fail "table line: $(dmsetup table rs_int)"
+	mkfs.ext4 -q /dev/mapper/rs_int
+	mnt=$SCRATCH/mnt
+	mkdir "$mnt"
+	mount /dev/mapper/rs_int "$mnt"
+	a=$(random_file 3145728)
+	b=$(random_file 1048576)
+	cp "$a" "$mnt/a"
+	mkdir "$mnt/d"
+	cp "$b" "$mnt/d/b"
+	sync -f "$mnt/a"
+	umount "$mnt"
+	fsck.ext4 -fn /dev/mapper/rs_int || fail "fsck found errors"
+	mount /dev/mapper/rs_int "$mnt"
+	cmp -s "$mnt/a" "$a" && cmp -s "$mnt/d/b" "$b" || fail "files differ after a remount"
+	umount "$mnt"
+	[ "$(status_field rs_int 1)" = 0 ] || fail "mismatches: $(dmsetup status rs_int)"
+	dmsetup remove --retry rs_int
+	[ "$(journal_state "$loop")" = clean ] || fail "journal after a clean close: $(journal_state "$loop")"
+	integritysetup open -I crc32c "$loop" rs_k
+	dd if=/dev/mapper/rs_k of=/dev/null bs=1M iflag=direct status=none || fail "the kernel's dm-integrity finds integrity errors"
+	fsck.ext4 -fn /dev/mapper/rs_k || fail "fsck through the kernel's dm-integrity found errors"
+	integritysetup close rs_k
+}
+
+# Crashes in mode J, both ways. The kernel's (integritysetup open) crashes with a committed write
+# (journal_crash): ours in mode J replays it, goes on writing, and closes cleanly; the kernel's
+# target reads both writes. Then ours crashes after an fsync'd write, and the block in place is
+# wiped (as if its write had not reached the disk): the kernel's target replays our journal and
+# reads the write back without an error.
+test_journal_crash_interop() {
+	local loop table a b c n
+	loop=$(make_loop 32)
+	fmt "$loop" crc32c
+	table=$(kernel_table_j "$loop" crc32c)
+	a=$(random_file 8192)
+	journal_crash "$loop" "$a"
+	[ "$(journal_state "$loop")" = committed ] || fail "the crash left no committed entry: $(journal_state "$loop")"
+	open_ours rs_int "$table"
+	read_at /dev/mapper/rs_int 1048576 8192 | cmp -s - "$a" || fail "the journal's write is not in place"
+	b=$(random_file 1048576)
+	write_at /dev/mapper/rs_int 4194304 "$b"
+	dmsetup remove --retry rs_int
+	[ "$(journal_state "$loop")" = clean ] || fail "journal after a clean close: $(journal_state "$loop")"
+	integritysetup open -I crc32c "$loop" rs_k
+	read_at /dev/mapper/rs_k 1048576 8192 | cmp -s - "$a" || fail "the kernel's dm-integrity lost the replayed write"
+	read_at /dev/mapper/rs_k 4194304 1048576 | cmp -s - "$b" || fail "the kernel's dm-integrity reads other data than ours wrote"
+	dd if=/dev/mapper/rs_k of=/dev/null bs=1M iflag=direct status=none || fail "the kernel's dm-integrity finds integrity errors"
+	integritysetup close rs_k
+	# Ours crashes.
+	n=$(blockdev --getsz "$loop")
+	dmsetup create rs_lower --table "0 $n linear $loop 0"
+	open_ours rs_int "$(echo "$table" | awk '{ $4 = "/dev/mapper/rs_lower"; print }')"
+	c=$(random_file 8192)
+	dd if="$c" of=/dev/mapper/rs_int bs=8192 seek=256 oflag=direct conv=notrunc,fsync status=none
+	dmsetup reload rs_lower --table "0 $n error"
+	dmsetup resume rs_lower
+	dmsetup remove --retry rs_int
+	dmsetup remove --retry rs_lower
+	blockdev --flushbufs "$loop"
+	[ "$(journal_state "$loop")" = committed ] || fail "our crash left no committed entry: $(journal_state "$loop")"
+	# The block in place wiped: only the journal has it now.
+	dd if=/dev/zero of="$loop" bs=512 count=16 seek=$(($(data_offset "$loop" 2097152) / 512)) oflag=direct conv=notrunc status=none
+	integritysetup open -I crc32c --integrity-no-journal "$loop" rs_k
+	read_at /dev/mapper/rs_k 2097152 8192 | cmp -s - "$c" || fail "the kernel's replay of our journal lost the write"
+	dd if=/dev/mapper/rs_k of=/dev/null bs=1M iflag=direct status=none || fail "the kernel's dm-integrity finds integrity errors"
+	integritysetup close rs_k
+}
+
 # dm_rust with upstream names in place of the kernel's dm-integrity (rust only), for
 # integritysetup; undone on the way out, whatever happens.
 upstream_integrity_on() {
@@ -833,7 +997,7 @@ if ! integrity_setup; then
 	run_test setup fail "cannot load dm-integrity and dm_rust without upstream names"
 	ktap_finish
 fi
-ktap_plan 18
+ktap_plan 21
 run_test round_trip_crc32c test_round_trip_crc32c
 run_test hmac_fix_hmac test_hmac_fix_hmac
 run_test hmac_legacy test_hmac_legacy
@@ -851,6 +1015,9 @@ run_test bitmap_reload test_bitmap_reload
 run_test bitmap_journal_to_replay test_bitmap_journal_to_replay
 run_test journal_replay test_journal_replay
 run_test journal_replay_corrupt test_journal_replay_corrupt
+run_test journal_integritysetup test_journal_integritysetup
+run_test journal_ext4 test_journal_ext4
+run_test journal_crash_interop test_journal_crash_interop
 run_test bitmap_integritysetup test_bitmap_integritysetup
 # The kernel's dm_integrity would keep dm_rust from loading with upstream names (a later script's
 # verity) under the same name: unload it, and dm_rust loaded without upstream names.

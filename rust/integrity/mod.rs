@@ -36,11 +36,14 @@
 //!   recalculation worker redo the tags of the dirty regions (reads there are not checked until
 //!   then); `postsuspend` writes an empty journal over the bitmap and clears the flag, as
 //!   dm-integrity does. Mode `D` opening a dirty bitmap recalculates as dm-integrity's does;
-//! - in modes `D` and `B`, the first resume replays the journal a mode `J` device left after a
-//!   crash ([`journal`]: its committed sections' blocks and tags written in place), then erases
-//!   it, as dm-integrity's `replay_journal`.
+//! - in modes `J`, `D` and `B`, the first resume replays the journal a mode `J` device left
+//!   after a crash ([`journal`]: its committed sections' blocks and tags written in place), then
+//!   erases it (but in mode `J` if it was whole), as dm-integrity's `replay_journal`;
+//! - in mode `J`, a write is committed to the journal's next section (FUA), then written in place
+//!   (data with FUA, tags into the cache) before it completes; a section is written over only
+//!   after a flush of the cache and device; `postsuspend` erases the journal as dm-integrity's.
 //!
-//! What is not implemented is refused with a message naming it: mode `J`, mode `R`
+//! What is not implemented is refused with a message naming it: mode `R`
 //! without a superblock, `meta_device`, `journal_crypt`, `journal_mac`, tags for the layer
 //! above (no `internal_hash`), `allow_discards_keyed`, and formatting a blank device.
 
@@ -172,6 +175,22 @@ struct RecalcCtl {
     running: bool,
 }
 
+/// Mode `J`'s writer: where it commits next, and its buffers for one section.
+struct JournalWriter {
+    cursor: journal::Cursor,
+    /// The section's 8 entry sectors.
+    entries: KVec<u8>,
+    /// The data of the section's entries (their blocks in order, every slot).
+    data: KVec<u8>,
+    /// The tags of the entries.
+    tags: KVec<u8>,
+    /// Sections committed since the tag cache and the device were last flushed: a section
+    /// committed `journal_sections` commits ago may only be written over after one.
+    unflushed: u32,
+    /// A section was committed since the last resume (dm-integrity's `wrote_to_journal`).
+    wrote: bool,
+}
+
 /// Longest sleep of a rate-limited worker before it looks at its stop flag again.
 const MAX_RATE_SLEEP_NS: u64 = 100_000_000;
 
@@ -194,6 +213,10 @@ pub(crate) struct Integrity {
     recovery: bool,
     /// Mode `B`: a write's bitmap bits are on disk before it goes down.
     bitmap_mode: bool,
+    /// Mode `J`: a write is committed to the journal, then written in place, before it completes.
+    journal_mode: bool,
+    #[pin]
+    jw: Mutex<JournalWriter>,
     /// The bitmap's geometry (mode `D` reads a dirty bitmap a mode `B` table left).
     bits: Bits,
     /// `bitmap_flush_interval` in milliseconds, rounded up to a clock tick as the kernel keeps
@@ -245,8 +268,7 @@ fn nomem<E>(_: E) -> CtrError {
 fn refuse_unimplemented(t: &IntegrityTable<'_>) -> Result<(), CtrError> {
     let e = |msg| Err(CtrError::new(EOPNOTSUPP, msg));
     match t.mode() {
-        Mode::Direct | Mode::Recovery | Mode::Bitmap => {}
-        Mode::Journal => return e(c"Journal mode (J) is not implemented in integrity-rs"),
+        Mode::Direct | Mode::Recovery | Mode::Bitmap | Mode::Journal => {}
     }
     if t.meta_device().is_some() {
         return e(c"meta_device is not implemented in integrity-rs");
@@ -603,13 +625,17 @@ impl Integrity {
     /// Writes every section of the journal erased with commit sequence `seq` (FUA), as
     /// dm-integrity's `init_journal`.
     fn write_erased_journal(&self, s: &MaySleep<'_>, seq: u8) -> Result {
+        self.write_erased_sections(s, 0, self.geo.params().journal_sections, seq)
+    }
+
+    /// Writes `count` sections from `first` erased with commit sequence `seq` (FUA).
+    fn write_erased_sections(&self, s: &MaySleep<'_>, first: u32, count: u32, seq: u8) -> Result {
         const CHUNK: u32 = 64;
         let shape = self.geo.journal();
-        let sections = self.geo.params().journal_sections;
         let mut buf = s.noio(|| KVec::from_elem(0u8, CHUNK as usize * 512, GFP_KERNEL))?;
         let mut sector = [0u8; 512];
-        let mut at = self.journal_start();
-        for section in 0..sections {
+        for section in first..first + count {
+            let mut at = self.geo.journal_section_start(section).ok_or(EINVAL)?;
             let mut j = 0;
             while j < shape.section_sectors {
                 let n = (shape.section_sectors - j).min(CHUNK);
@@ -658,7 +684,7 @@ impl Integrity {
                 j += n;
             }
         }
-        let plan = scan.plan(false).map_err(|c| c.message())?;
+        let plan = scan.plan(self.journal_mode).map_err(|c| c.message())?;
         if plan.replay {
             let bb = self.block_bytes() as usize;
             let ts = self.tag_size;
@@ -698,6 +724,105 @@ impl Integrity {
         }
         if let Some(seq) = plan.erase {
             self.write_erased_journal(s, seq).map_err(|_| "writing journal")?;
+        }
+        let mut w = self.jw.lock();
+        w.cursor = journal::Cursor::after(&plan);
+        w.unflushed = 0;
+        Ok(())
+    }
+
+    /// Mode `J`: the write of `blocks` blocks at logical `sector` (its range locked), a section
+    /// at a time: the blocks and their tags go to the journal's next section, which is committed
+    /// (every sector with the commit id, FUA), then in place (data with FUA, tags into the tag
+    /// cache) before the next. A section is written over only once the tag cache and the device
+    /// were flushed after its blocks went in place. `Err` with what failed.
+    fn journal_write(&self, s: &MaySleep<'_>, bio: &Bio, sector: u64, blocks: u64) -> Result<(), &'static str> {
+        let shape = self.geo.journal();
+        let sections = self.geo.params().journal_sections;
+        let log2_spb = self.spb.trailing_zeros();
+        let bb = self.block_bytes() as usize;
+        let ts = self.tag_size;
+        let mut g = self.jw.lock();
+        let mut done = 0u64;
+        while done < blocks {
+            let n = (blocks - done).min(shape.section_entries.into()) as u32;
+            if g.unflushed >= sections {
+                self.flush_tags(s).map_err(|_| "writing tags")?;
+                g.unflushed = 0;
+            }
+            let journal::Cursor { section, seq } = g.cursor;
+            let JournalWriter { entries, data, tags, .. } = &mut *g;
+            // The blocks, copied once: the tags are computed from the copy written.
+            let (first, last) = (done as u32, done as u32 + n);
+            bio.for_each_block(bb as u32, |i, b: &IoBlock<'_>| {
+                if (first..last).contains(&i) {
+                    let at = (i - first) as usize * bb;
+                    b.copy_to(&mut data[at..at + bb]);
+                }
+                Ok::<(), ()>(())
+            })
+            .map_err(|_| "reading the bio")?;
+            data[n as usize * bb..].fill(0);
+            let mut sector_buf = [0u8; 512];
+            for k in 0..journal::JOURNAL_ENTRY_SECTORS {
+                journal::erased_sector(&shape, section, k, seq, &mut sector_buf);
+                let o = k as usize * 512;
+                entries[o..o + 512].copy_from_slice(&sector_buf);
+            }
+            for e in 0..n as usize {
+                let at = sector + ((done + e as u64) << log2_spb);
+                let block = &data[e * bb..(e + 1) * bb];
+                self.tag(at, |d| d.update(block), &mut tags[e * ts..(e + 1) * ts])
+                    .map_err(|_| "computing tags")?;
+                journal::write_entry(&shape, entries, e as u32, log2_spb, at, block, &tags[e * ts..(e + 1) * ts])
+                    .ok_or("journal entry")?;
+            }
+            let data_len = data.len();
+            journal::stamp_commit_ids(data, section, journal::JOURNAL_ENTRY_SECTORS, seq);
+            // The commit: the whole section, entries then data, with FUA.
+            let start = self.geo.journal_section_start(section).ok_or("journal section")?;
+            self.dev
+                .write_sync_fua(s, start, entries, journal_entry_bytes())
+                .and_then(|()| {
+                    self.dev.write_sync_fua(s, start + u64::from(journal::JOURNAL_ENTRY_SECTORS), data, data_len)
+                })
+                .map_err(|_| "writing journal")?;
+            // In place: the blocks (their last bytes back), then the tags.
+            for e in 0..n {
+                let entry = journal::entry(&shape, entries, e).ok_or("journal entry")?;
+                let at = e as usize * bb;
+                journal::restore_last_bytes(entry, log2_spb, &mut data[at..at + bb]);
+            }
+            let at = sector + (done << log2_spb);
+            let phys = self.geo.data_sector(at).ok_or("journal entry")?;
+            // The data buffer starts with the blocks: written from its start.
+            self.dev
+                .write_sync_fua(s, phys, data, n as usize * bb)
+                .map_err(|_| "copying from journal")?;
+            self.rw_tags(s, at, &mut tags[..n as usize * ts], true).map_err(|_| "writing tags")?;
+            g.cursor.advance(sections);
+            g.unflushed += 1;
+            g.wrote = true;
+            done += u64::from(n);
+        }
+        Ok(())
+    }
+
+    /// Mode `J`'s clean suspend (dm-integrity's `postsuspend`): every block is in place and the
+    /// tags on disk; if a section was committed since the resume, the journal is erased, from the
+    /// writer's section to the end with its sequence and before it with the next, so that the
+    /// next resume (ours or the kernel's) finds it whole and empty.
+    fn erase_journal_after_writes(&self, s: &MaySleep<'_>) -> Result {
+        let sections = self.geo.params().journal_sections;
+        let mut g = self.jw.lock();
+        g.unflushed = 0;
+        if !g.wrote {
+            return Ok(());
+        }
+        for (first, count, seq) in g.cursor.erase_ranges(sections) {
+            if count > 0 {
+                self.write_erased_sections(s, first, count, seq)?;
+            }
         }
         Ok(())
     }
@@ -1034,6 +1159,24 @@ impl Target for Integrity {
             ctx.set_num_discard_bios(1);
         }
 
+        // Mode J's buffers: one section.
+        let shape = geo.journal();
+        let j_only = |n: usize| if t.mode() == Mode::Journal { n } else { 0 };
+        let jw = JournalWriter {
+            cursor: journal::Cursor { section: 0, seq: 1 },
+            entries: KVec::from_elem(0u8, j_only(journal_entry_bytes()), GFP_KERNEL).map_err(nomem)?,
+            data: KVec::from_elem(
+                0u8,
+                j_only((shape.section_entries as usize) << (9 + t.log2_sectors_per_block())),
+                GFP_KERNEL,
+            )
+            .map_err(nomem)?,
+            tags: KVec::from_elem(0u8, j_only(shape.section_entries as usize * tag_size as usize), GFP_KERNEL)
+                .map_err(nomem)?,
+            unflushed: 0,
+            wrote: false,
+        };
+
         let salt = sb.has(SB_FLAG_FIXED_HMAC).then_some(sb.salt);
         let sb_at_load = sb;
         let state = pin_init!(Self {
@@ -1046,6 +1189,8 @@ impl Target for Integrity {
             discards: t.allow_discards(),
             recovery: t.mode() == Mode::Recovery,
             bitmap_mode: t.mode() == Mode::Bitmap,
+            journal_mode: t.mode() == Mode::Journal,
+            jw <- new_mutex!(jw),
             bits,
             flush_interval_ms: table::round_to_jiffies(t.bitmap_flush_interval_ms(), bindings::DM_RUST_HZ),
             old_provided: AtomicU64::new(old_provided),
@@ -1099,7 +1244,12 @@ impl Target for Integrity {
         let Some(sector) = bio.target_sector(ti) else {
             // An empty flush: what completed writes left in the tag cache goes to disk with it.
             return match self.flush_tags(s) {
-                Ok(()) => Deferred::Complete(bindings::DM_RUST_BLK_STS_OK),
+                Ok(()) => {
+                    if self.journal_mode {
+                        self.jw.lock().unflushed = 0;
+                    }
+                    Deferred::Complete(bindings::DM_RUST_BLK_STS_OK)
+                }
                 Err(_) => Deferred::Complete(bindings::DM_RUST_BLK_STS_IOERR),
             };
         };
@@ -1131,6 +1281,17 @@ impl Target for Integrity {
                 self.unlock_range(phys, sectors);
                 return Deferred::Complete(bindings::DM_RUST_BLK_STS_IOERR);
             }
+        } else if bio.op() == Op::Write && self.journal_mode {
+            // Through the journal, and in place, before it completes.
+            let r = self.journal_write(s, bio, sector, sectors >> self.spb.trailing_zeros());
+            self.unlock_range(phys, sectors);
+            return match r {
+                Ok(()) => Deferred::Complete(bindings::DM_RUST_BLK_STS_OK),
+                Err(what) => {
+                    self.fail_device(what);
+                    Deferred::Complete(bindings::DM_RUST_BLK_STS_IOERR)
+                }
+            };
         } else if bio.op() == Op::Write {
             let ts = self.tag_size;
             let blocks = (sectors >> self.spb.trailing_zeros()) as usize;
@@ -1202,6 +1363,12 @@ impl Target for Integrity {
             self.fail_device("error writing tags");
             return;
         }
+        // J mode, as dm-integrity: every block is in place and its tag on disk; the journal is
+        // left whole and empty.
+        if self.journal_mode && self.erase_journal_after_writes(s).is_err() {
+            self.fail_device("error writing journal");
+            return;
+        }
         // B mode, as dm-integrity: every tag is on disk, so the bitmap is no longer in force;
         // an empty journal goes over it and the superblock loses the dirty-bitmap flag.
         if self.bitmap_mode {
@@ -1236,6 +1403,7 @@ impl Target for Integrity {
                 return;
             }
         }
+        self.jw.lock().wrote = false;
         let reset = self.reset_pending.swap(false, Ordering::AcqRel);
         let provided = self.geo.provided_data_sectors();
         let old_provided = self.old_provided.swap(provided, Ordering::AcqRel);
@@ -1287,6 +1455,13 @@ impl Target for Integrity {
                 self.sb.lock().sb.flags |= SB_FLAG_DIRTY_BITMAP;
                 self.fail_device("error writing journal");
                 return;
+            }
+            if r.write_empty_journal {
+                // As dm-integrity's replay of the empty journal it wrote: mode J starts at
+                // section 0 with sequence 1.
+                let mut w = self.jw.lock();
+                w.cursor = journal::Cursor { section: 0, seq: 1 };
+                w.unflushed = 0;
             }
             self.sb.lock().dirty |= r.write_superblock;
         }

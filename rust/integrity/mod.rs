@@ -267,9 +267,6 @@ fn nomem<E>(_: E) -> CtrError {
 /// What this slice does not implement, named in the error.
 fn refuse_unimplemented(t: &IntegrityTable<'_>) -> Result<(), CtrError> {
     let e = |msg| Err(CtrError::new(EOPNOTSUPP, msg));
-    match t.mode() {
-        Mode::Direct | Mode::Recovery | Mode::Bitmap | Mode::Journal => {}
-    }
     if t.meta_device().is_some() {
         return e(c"meta_device is not implemented in integrity-rs");
     }

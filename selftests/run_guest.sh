@@ -122,7 +122,7 @@ warm_tools() {
 		timeout truncate wc cut sort md5sum sync blockdev losetup lsblk blkdiscard fallocate \
 		filefrag dmsetup veritysetup cryptsetup integritysetup mkfs.ext4 e2fsck mount umount \
 		fio keyctl openssl udevadm modprobe insmod rmmod dmesg xfs_io; do
-		f=$(command -v "$c") && bins+=("$f") && seen[$f]=1
+		f=$(type -P "$c") && bins+=("$f") && seen[$f]=1
 	done
 	while read -r l; do
 		case $l in *"=> /"*) l=${l#*=> } ;; /*) ;; *) continue ;; esac

@@ -117,7 +117,8 @@ while :; do
 	boots=$((boots + 1))
 	[ $boots -le $((${#todo[@]} + 1)) ] || die "too many guest boots"
 	rm -f "$out/current"
-	VM_OVMF=${VM_OVMF:-1} timeout 7200 scripts/vm.sh scripts/mutants-guest.sh "${left[@]}" 2>&1 |
+	printf '%s\n' "${left[@]}" >"$out/todo"
+	VM_OVMF=${VM_OVMF:-1} timeout 7200 scripts/vm.sh scripts/mutants-guest.sh --list 2>&1 |
 		tee -a "$out/guest.log"
 	if [ -s "$out/current" ]; then
 		cur=$(cat "$out/current")

@@ -53,8 +53,12 @@ run_script() {
 	fi
 }
 
+# --list: the items are the lines of build/mutants/todo (check-mutants' way: the kernel command
+# line that carries the arguments into the guest is too short for them all).
+items=("$@")
+[ "${1:-}" != --list ] || mapfile -t items <"$out/todo"
 dmesg -n 1 2>/dev/null
-for item in "$@"; do
+for item in "${items[@]}"; do
 	name=${item%%:*}
 	rest=${item#*:}
 	IFS=, read -ra scripts <<<"${rest%%:*}"

@@ -21,6 +21,9 @@ eval "$(scripts/lab.sh env)"
 
 [ $# -ge 1 ] || { echo "usage: $0 <script> [args...]" >&2; exit 2; }
 cmd="cd /dm-rust && $(printf '%q ' "$@")"
+# virtme-ng hands the command to the guest on the kernel command line (in base64), which the
+# kernel cuts at 2048 bytes: a longer command boots a guest that runs nothing and says nothing.
+[ ${#cmd} -le 1000 ] || { echo "vm: the command is ${#cmd} bytes, too long for the kernel command line (pass a file in the repository)" >&2; exit 2; }
 
 kvm=--disable-kvm
 if [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then

@@ -114,6 +114,19 @@ wait_for() {
 }
 
 # Kills a process and all its descendants.
+# _describe_tree <pid>: one line per process of the tree (pid, state, where it sleeps in the
+# kernel, command line), for a test that timed out: which command hung, and on what.
+_describe_tree() {
+	local c st wchan cmd
+	_read "/proc/$1/wchan" wchan || wchan=?
+	st=$(awk '/^State:/ { print $2 }' "/proc/$1/status" 2>/dev/null)
+	cmd=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null)
+	echo "hung: pid $1 state ${st:-?} wchan ${wchan:-?}: ${cmd:-?}"
+	for c in $(pgrep -P "$1"); do
+		_describe_tree "$c"
+	done
+}
+
 _kill_tree() {
 	local c
 	kill -STOP "$1" 2>/dev/null
@@ -276,6 +289,7 @@ run_test() {
 		kill "$wd" 2>/dev/null
 		wait "$wd" 2>/dev/null
 	else
+		_describe_tree "$pid" >>"$out" 2>&1
 		_kill_tree "$pid" TERM
 		wait_for 10 _gone "$pid" || _kill_tree "$pid" KILL
 		wait "$pid" 2>/dev/null

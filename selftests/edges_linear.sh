@@ -198,6 +198,9 @@ EOF
 
 test_atomic_writes() {
 	local sd umax umin data
+	# The disk driver first: left to udev (the scsi device's uevent), it came more than 30 s
+	# late on the debug kernel.
+	modprobe sd_mod
 	modprobe scsi_debug atomic_wr=1 dev_size_mb=16 2>"$SCRATCH/err" ||
 		fail "modprobe scsi_debug atomic_wr=1 failed: $(cat "$SCRATCH/err")"
 	wait_until 30 scsi_debug_disk >/dev/null

@@ -105,7 +105,12 @@ fn format_line(text: &str) -> String {
     if let Some(n) = arg("--interleave-sectors") {
         opts.push(format!("interleave_sectors:{n}"));
     }
-    for p in ["meta_device:", "block_size:", "internal_hash:", "journal_mac:"] {
+    for p in [
+        "meta_device:",
+        "block_size:",
+        "internal_hash:",
+        "journal_mac:",
+    ] {
         if let Some(w) = kept(p) {
             opts.push(w.to_string());
         }
@@ -118,7 +123,12 @@ fn format_line(text: &str) -> String {
     }
     let mode = if has("-B") { "B" } else { "J" };
     // A one-sector mapping, as integritysetup's temporary device.
-    format!("7:0 0 {} {mode} {} {}", table[5], opts.len(), opts.join(" "))
+    format!(
+        "7:0 0 {} {mode} {} {}",
+        table[5],
+        opts.len(),
+        opts.join(" ")
+    )
 }
 
 fn parse(line: &'static str) -> IntegrityTable<'static> {
@@ -169,7 +179,10 @@ fn ours_for(text: &str, kernel: &[u8]) -> (Vec<u8>, Superblock) {
 #[test]
 fn superblocks_equal_the_kernels_format() {
     let records = records();
-    assert!(records.len() >= 13, "records missing in tests/data/integrity");
+    assert!(
+        records.len() >= 13,
+        "records missing in tests/data/integrity"
+    );
     for record in &records {
         let name = record.file_stem().unwrap().to_string_lossy().into_owned();
         let text = fs::read_to_string(record).unwrap();
@@ -199,8 +212,13 @@ fn superblocks_equal_the_kernels_format() {
 /// only: checked directly, so that a salt never drawn is caught even where the records mask it.
 #[test]
 fn fix_hmac_asks_for_a_salt_only_with_a_hash_or_journal_mac() {
-    let sb = new_superblock(&parse("7:0 0 - J 2 fix_hmac internal_hash:crc32c"), 4, 65536, None)
-        .unwrap();
+    let sb = new_superblock(
+        &parse("7:0 0 - J 2 fix_hmac internal_hash:crc32c"),
+        4,
+        65536,
+        None,
+    )
+    .unwrap();
     assert!(needs_salt(&sb));
     assert_eq!(sb.version, 5);
     let sb = new_superblock(&parse("7:0 0 - J 1 internal_hash:crc32c"), 4, 65536, None).unwrap();
@@ -219,22 +237,37 @@ fn table_options_shape_the_superblock() {
         new_superblock(&t, tag_size(&t), sectors, None)
     };
     // Bitmap mode: version 3; its granularity from sectors_per_bit, coarsened to fit the journal.
-    let sb = fmt("7:0 0 - B 2 sectors_per_bit:4096 internal_hash:crc32c", 65536).unwrap();
+    let sb = fmt(
+        "7:0 0 - B 2 sectors_per_bit:4096 internal_hash:crc32c",
+        65536,
+    )
+    .unwrap();
     assert_eq!((sb.version, sb.log2_blocks_per_bitmap_bit), (3, 12));
     let sb = fmt("7:0 0 - D 1 internal_hash:crc32c", 65536).unwrap();
     assert_eq!((sb.version, sb.log2_blocks_per_bitmap_bit), (1, 15));
-    let sb = fmt("7:0 0 - B 3 block_size:4096 sectors_per_bit:0 internal_hash:crc32c", 65536).unwrap();
+    let sb = fmt(
+        "7:0 0 - B 3 block_size:4096 sectors_per_bit:0 internal_hash:crc32c",
+        65536,
+    )
+    .unwrap();
     assert_eq!(sb.log2_blocks_per_bitmap_bit, 0);
     // recalculate: from sector 0, version 2 (4 with fix_padding).
     let sb = fmt("7:0 0 - J 2 recalculate internal_hash:crc32c", 65536).unwrap();
     assert!(sb.has(SB_FLAG_RECALCULATING));
     assert_eq!((sb.version, sb.recalc_sector), (2, 0));
-    let sb = fmt("7:0 0 - D 3 recalculate fix_padding internal_hash:crc32c", 65536).unwrap();
+    let sb = fmt(
+        "7:0 0 - D 3 recalculate fix_padding internal_hash:crc32c",
+        65536,
+    )
+    .unwrap();
     assert_eq!(sb.flags, SB_FLAG_RECALCULATING | SB_FLAG_FIXED_PADDING);
     assert_eq!(sb.version, 4);
     // ... refused with a key on a new fix_hmac volume without a journal MAC, as the kernel's.
     assert_eq!(
-        fmt("7:0 0 - J 3 recalculate fix_hmac internal_hash:hmac(sha256):00", 65536),
+        fmt(
+            "7:0 0 - J 3 recalculate fix_hmac internal_hash:hmac(sha256):00",
+            65536
+        ),
         Err(HMAC_RECALCULATE_REFUSED)
     );
     assert!(fmt(
@@ -245,13 +278,21 @@ fn table_options_shape_the_superblock() {
     // The journal asked for, in whole sections (at least one); the reserved sectors.
     let sb = fmt("7:0 0 - J 2 journal_sectors:1 internal_hash:crc32c", 65536).unwrap();
     assert_eq!(sb.journal_sections, 1);
-    let sb = fmt("7:0 0 - J 2 journal_sectors:1000 internal_hash:crc32c", 1 << 20).unwrap();
+    let sb = fmt(
+        "7:0 0 - J 2 journal_sectors:1000 internal_hash:crc32c",
+        1 << 20,
+    )
+    .unwrap();
     assert_eq!(sb.journal_sections, 1000 / 176);
     let a = fmt("7:0 0 - J 1 internal_hash:crc32c", 65536).unwrap();
     let b = fmt("7:0 1000 - J 1 internal_hash:crc32c", 65536).unwrap();
     assert!(b.provided_data_sectors < a.provided_data_sectors);
     // The journal MAC flag shapes the journal.
-    let sb = fmt("7:0 0 - J 2 internal_hash:crc32c journal_mac:hmac(sha256):00", 65536).unwrap();
+    let sb = fmt(
+        "7:0 0 - J 2 internal_hash:crc32c journal_mac:hmac(sha256):00",
+        65536,
+    )
+    .unwrap();
     assert!(sb.has(SB_FLAG_HAVE_JOURNAL_MAC));
 }
 
@@ -259,12 +300,19 @@ fn table_options_shape_the_superblock() {
 fn devices_too_small_are_refused() {
     let t = parse("7:0 0 - J 1 internal_hash:crc32c");
     for sectors in [0, 1, 8, 100, 8 + 176 + 8] {
-        assert_eq!(new_superblock(&t, 4, sectors, None), Err(CANNOT_INITIALIZE), "{sectors}");
+        assert_eq!(
+            new_superblock(&t, 4, sectors, None),
+            Err(CANNOT_INITIALIZE),
+            "{sectors}"
+        );
     }
     // Reserved sectors past the end, and absurd sizes, are refused or fit, never overflow.
     let t = parse("7:0 18446744073709551000 - J 1 internal_hash:crc32c");
     assert_eq!(new_superblock(&t, 4, 65536, None), Err(CANNOT_INITIALIZE));
-    assert_eq!(new_superblock(&t, 4, u64::MAX, None), Err(CANNOT_INITIALIZE));
+    assert_eq!(
+        new_superblock(&t, 4, u64::MAX, None),
+        Err(CANNOT_INITIALIZE)
+    );
     let t = parse("7:0 0 255 J 3 interleave_sectors:4294967295 journal_sectors:4294967295 internal_hash:crc32c");
     let sb = new_superblock(&t, 255, u64::MAX, None).unwrap();
     assert_eq!(sb.log2_interleave_sectors, 31);
@@ -301,19 +349,32 @@ fn initial_journal_is_empty_and_whole() {
         let geometry = open(&sb, None, 1 << 18, 0, 7).unwrap();
         let shape = geometry.journal();
         let sectors = initial_journal(&sb, &shape);
-        assert_eq!(sectors.len() as u64 + 8, u64::from(geometry.initial_sectors()), "{line}");
+        assert_eq!(
+            sectors.len() as u64 + 8,
+            u64::from(geometry.initial_sectors()),
+            "{line}"
+        );
         let n = sb.journal_sections;
         assert!(n >= 1);
         let mut summary = vec![0u8; n as usize];
         let mut scan = Scan::new(shape, &mut summary);
         for (i, s) in sectors.iter().enumerate() {
-            let (section, sector) = ((i as u32) / shape.section_sectors, (i as u32) % shape.section_sectors);
+            let (section, sector) = (
+                (i as u32) / shape.section_sectors,
+                (i as u32) % shape.section_sectors,
+            );
             // The commit id of sequence 0, as the kernel's dm_integrity_commit_id.
             let id = 0x1111_1111_1111_1111u64 ^ (u64::from(section) << 32 | u64::from(sector));
             assert_eq!(s[504..], id.to_le_bytes(), "{line}: {section}/{sector}");
-            assert_eq!(journal::sector_seq(section, sector, s), Some(INITIAL_COMMIT_SEQ));
+            assert_eq!(
+                journal::sector_seq(section, sector, s),
+                Some(INITIAL_COMMIT_SEQ)
+            );
             if sector >= JOURNAL_BLOCK_SECTORS {
-                assert!(s[..504].iter().all(|&b| b == 0), "{line}: data sector {section}/{sector}");
+                assert!(
+                    s[..504].iter().all(|&b| b == 0),
+                    "{line}: data sector {section}/{sector}"
+                );
             }
             scan.sector(section, sector, s);
         }
@@ -328,7 +389,10 @@ fn initial_journal_is_empty_and_whole() {
             for e in 0..shape.section_entries {
                 let entry = journal::entry(&shape, &entries, e).unwrap();
                 assert!(journal::entry_is_unused(entry), "{line}: entry {e}");
-                assert_eq!(journal::action(entry, t.log2_sectors_per_block(), u64::MAX), Action::Unused);
+                assert_eq!(
+                    journal::action(entry, t.log2_sectors_per_block(), u64::MAX),
+                    Action::Unused
+                );
                 assert_eq!(entry[..4], [0; 4]);
                 assert_eq!(entry[4..8], [0xff; 4]);
                 assert!(entry[8..].iter().all(|&b| b == 0));

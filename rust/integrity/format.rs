@@ -118,6 +118,11 @@ pub fn superblock_area(sb: &Superblock, out: &mut [u8]) -> Option<()> {
 /// Sector `sector` of section `section` of the journal formatting writes (`init_journal` with
 /// sequence [`INITIAL_COMMIT_SEQ`], no journal encryption or MAC): zeroes, every entry of an
 /// entry sector unused, the commit id in the last 8 bytes.
-pub fn initial_journal_sector(shape: &JournalShape, section: u32, sector: u32, out: &mut [u8; 512]) {
+pub fn initial_journal_sector(
+    shape: &JournalShape,
+    section: u32,
+    sector: u32,
+    out: &mut [u8; 512],
+) {
     erased_sector(shape, section, sector, INITIAL_COMMIT_SEQ, out);
 }

@@ -25,6 +25,7 @@ pub(crate) use dm::args as dm_args;
 pub(crate) use integrity::superblock as integrity_superblock;
 pub(crate) use integrity::geometry as integrity_geometry;
 pub(crate) use integrity::journal as integrity_journal;
+pub(crate) use integrity::table as integrity_table;
 
 module! {
     type: DmRust,

@@ -47,6 +47,10 @@ pub mod integrity_journal;
 #[path = "integrity/bitmap.rs"]
 pub mod integrity_bitmap;
 
+/// Formatting a blank dm-integrity device.
+#[path = "integrity/format.rs"]
+pub mod integrity_format;
+
 /// dm-integrity's recalculation bookkeeping and controls.
 #[path = "integrity/recalc.rs"]
 pub mod integrity_recalc;

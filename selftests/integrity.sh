@@ -21,10 +21,14 @@
 # empty, the kernel's target reads what ours wrote and the other way round, and the kernel
 # replays the journal of a crash of ours.
 #
-# integritysetup formats with the kernel's dm-integrity (ours does not format blank devices yet),
-# and gives the table line; the device is then created with that table for $INTEG: ours
-# (integrity-rs, dm_rust loaded without upstream names) or, with DM_RUST_IMPL=kernel, the
-# kernel's own "integrity" (the reference run).
+# Formatting: a blank device formatted by ours is byte for byte what the kernel's format
+# leaves (modes D, J and B), each target opens what the other formatted, and plain
+# integritysetup format works with ours registered as "integrity".
+#
+# The other tests format with integritysetup and the kernel's dm-integrity, which also gives the
+# table line; the device is then created with that table for $INTEG: ours (integrity-rs,
+# dm_rust loaded without upstream names) or, with DM_RUST_IMPL=kernel, the kernel's own
+# "integrity" (the reference run).
 cd "$(dirname "$0")" && . ./lib.sh
 
 case $DM_RUST_IMPL in
@@ -1001,12 +1005,100 @@ test_bitmap_integritysetup() {
 	integritysetup close rs_k
 }
 
+# Formatting a blank device: in modes D, J and B, a zeroed device that the kernel's target
+# formats (created with a one-sector table, then removed) and the same device zeroed again and
+# formatted by $INTEG with the same table end up byte for byte the same (superblock, journal,
+# and nothing else written; without fix_hmac there is no random salt). Then the kernel's target
+# opens what ours formatted and writes, ours reads it back and writes, and the kernel's reads
+# that. Ours refuses to format in mode R, or with what it does not implement, writing nothing.
+test_format_like_kernel() {
+	local loop mode impl sum opts="2 fix_padding internal_hash:crc32c" provided table a b
+	local -A sums
+	loop=$(make_loop $MB)
+	for mode in D J B; do
+		for impl in integrity "$INTEG"; do
+			dd if=/dev/zero of="$loop" bs=1M count=$MB oflag=direct status=none
+			dmsetup create rs_fmt --table "0 8 $impl $loop 0 - $mode $opts"
+			dmsetup remove --retry rs_fmt
+			blockdev --flushbufs "$loop"
+			sums[$impl]=$(md5sum <"$loop")
+			if [ "$impl" = integrity ]; then
+				dd if="$loop" of="$SCRATCH/kernel.img" bs=1M iflag=direct status=none
+			fi
+		done
+		echo "# mode $mode: superblock version $(sb_field "$loop" 8 u1), provided $(sb_field "$loop" 16 u8)"
+		if [ "${sums[integrity]}" != "${sums[$INTEG]}" ]; then
+			cmp -l "$SCRATCH/kernel.img" "$loop" | head -n 8
+			fail "mode $mode: the device $INTEG formatted differs from the kernel's"
+		fi
+		rm -f "$SCRATCH/kernel.img"
+	done
+	# Ours formatted it last (mode B): the kernel's target opens it (mode J), ours reads that.
+	provided=$(sb_field "$loop" 16 u8)
+	[ "$provided" -gt 0 ] || fail "no provided sectors in the superblock"
+	table="0 $provided integrity $loop 0 - J $opts"
+	a=$(random_file 1048576)
+	b=$(random_file 1048576)
+	dmsetup create rs_k --table "$table"
+	write_at /dev/mapper/rs_k 1048576 "$a"
+	read_at /dev/mapper/rs_k 1048576 1048576 | cmp -s - "$a" || fail "the kernel's target reads other data"
+	dmsetup remove --retry rs_k
+	open_ours rs_int "0 $provided $INTEG $loop 0 - D $opts"
+	read_at /dev/mapper/rs_int 1048576 1048576 | cmp -s - "$a" || fail "$INTEG reads other data than the kernel's wrote"
+	write_at /dev/mapper/rs_int 4194304 "$b"
+	# No mismatch count is checked: the device was not wiped, so udev's probe of never-written
+	# blocks fails their (zero) tags in either target; the direct reads above fail on a mismatch.
+	dmsetup remove --retry rs_int
+	dmsetup create rs_k --table "$table"
+	read_at /dev/mapper/rs_k 4194304 1048576 | cmp -s - "$b" || fail "the kernel's target reads other data than ours wrote"
+	read_at /dev/mapper/rs_k 1048576 1048576 | cmp -s - "$a" || fail "the kernel's target lost its data"
+	dmsetup remove --retry rs_k
+	if [ "$DM_RUST_IMPL" = rust ]; then
+		dd if=/dev/zero of="$loop" bs=1M count=$MB oflag=direct status=none
+		expect_table_refused rs_int "Recovery mode (R) on a device without a superblock" \
+			"0 8 $INTEG $loop 0 - R $opts"
+		expect_table_refused rs_int "journal_crypt is not implemented" \
+			"0 8 $INTEG $loop 0 - J 3 fix_padding internal_hash:crc32c journal_crypt:ctr(aes):00112233445566778899aabbccddeeff"
+		blockdev --flushbufs "$loop"
+		cmp -s "$loop" <(head -c $((MB * 1048576)) /dev/zero) || fail "a refused table wrote to the blank device"
+	fi
+}
+
+# Plain integritysetup format (with its wipe: zeroes written through a temporary device) on ours
+# registered as "integrity", then open, write, read back, close; the kernel's dm-integrity then
+# reads the whole device with no integrity error.
+test_format_integritysetup() {
+	local loop a
+	loop=$(make_loop $MB)
+	if [ "$DM_RUST_IMPL" = rust ]; then
+		trap upstream_integrity_off EXIT
+		upstream_integrity_on || fail "cannot put dm_rust with upstream names in place of dm-integrity"
+	fi
+	integritysetup format --batch-mode -I crc32c "$loop" || fail "integritysetup format failed"
+	integritysetup dump "$loop"
+	integritysetup open -I crc32c "$loop" rs_is
+	a=$(random_file 1048576)
+	write_at /dev/mapper/rs_is 2097152 "$a"
+	read_at /dev/mapper/rs_is 2097152 1048576 | cmp -s - "$a" || fail "read back through integritysetup's device differs"
+	dd if=/dev/mapper/rs_is of=/dev/null bs=1M iflag=direct status=none || fail "reading the whole device failed"
+	integritysetup close rs_is
+	if [ "$DM_RUST_IMPL" = rust ]; then
+		trap - EXIT
+		upstream_integrity_off
+	fi
+	integritysetup open -I crc32c "$loop" rs_k
+	read_at /dev/mapper/rs_k 2097152 1048576 | cmp -s - "$a" || fail "the kernel's dm-integrity reads other data"
+	dd if=/dev/mapper/rs_k of=/dev/null bs=1M iflag=direct status=none || fail "the kernel's dm-integrity finds integrity errors"
+	[ "$(dmsetup status rs_k | awk '{ print $4 }')" = 0 ] || fail "the kernel's dm-integrity counts mismatches"
+	integritysetup close rs_k
+}
+
 if ! integrity_setup; then
 	ktap_plan 1
 	run_test setup fail "cannot load dm-integrity and dm_rust without upstream names"
 	ktap_finish
 fi
-ktap_plan 21
+ktap_plan 23
 run_test round_trip_crc32c test_round_trip_crc32c
 run_test hmac_fix_hmac test_hmac_fix_hmac
 run_test hmac_legacy test_hmac_legacy
@@ -1028,6 +1120,8 @@ run_test journal_integritysetup test_journal_integritysetup
 run_test journal_ext4 test_journal_ext4
 run_test journal_crash_interop test_journal_crash_interop
 run_test bitmap_integritysetup test_bitmap_integritysetup
+run_test format_like_kernel test_format_like_kernel
+run_test format_integritysetup test_format_integritysetup
 # The kernel's dm_integrity would keep dm_rust from loading with upstream names (a later script's
 # verity) under the same name: unload it, and dm_rust loaded without upstream names.
 rmmod dm_integrity 2>/dev/null || true

@@ -43,9 +43,13 @@
 //!   (data with FUA, tags into the cache) before it completes; a section is written over only
 //!   after a flush of the cache and device; `postsuspend` erases the journal as dm-integrity's.
 //!
-//! What is not implemented is refused with a message naming it: mode `R`
-//! without a superblock, `meta_device`, `journal_crypt`, `journal_mac`, tags for the layer
-//! above (no `internal_hash`), `allow_discards_keyed`, and formatting a blank device.
+//! A blank device (superblock area all zero) is formatted by the constructor as dm-integrity's
+//! does ([`format`]: the superblock and the whole journal computed by the pure code, written
+//! once every check passed), so that `integritysetup format` works with ours.
+//!
+//! What is not implemented is refused with a message naming it, before anything is written:
+//! mode `R` without a superblock, `meta_device`, `journal_crypt`, `journal_mac`, tags for the
+//! layer above (no `internal_hash`), `allow_discards_keyed`.
 
 // Targets are safe Rust: all unsafe code lives in the abstraction (`rust/dm/`).
 #![deny(unsafe_code)]
@@ -53,6 +57,8 @@
 // The pure modules serve the host tests and modes not implemented yet, too.
 #[allow(dead_code)]
 pub mod bitmap;
+#[allow(dead_code)]
+pub mod format;
 #[allow(dead_code)]
 pub mod geometry;
 #[allow(dead_code)]
@@ -649,6 +655,18 @@ impl Integrity {
         Ok(())
     }
 
+    /// Formatting's writes, last in the constructor as in dm-integrity's: the whole journal
+    /// empty (sequence [`format::INITIAL_COMMIT_SEQ`], every entry unused: the sectors of
+    /// [`format::initial_journal_sector`]), then the superblock area with FUA. A failure refuses
+    /// the table; a crash between the two leaves the superblock area blank, so the next load
+    /// formats again.
+    fn write_new_volume(&self, s: &MaySleep<'_>) -> Result<(), CtrError> {
+        self.write_erased_journal(s, format::INITIAL_COMMIT_SEQ)
+            .map_err(|e| CtrError::new(e, c"Error initializing journal"))?;
+        self.write_superblock(s, true)
+            .map_err(|e| CtrError::new(e, c"Error initializing superblock"))
+    }
+
     /// dm-integrity's `replay_journal` on the first resume (any mode but `R`, the bitmap not in
     /// force): the committed sections of a journal a crash left (mode `J`) are written in place,
     /// oldest first, each block's data (its last bytes put back from the entry) and tag, every
@@ -1067,14 +1085,23 @@ impl Target for Integrity {
         let mut area = KVec::from_elem(0u8, SB_BYTES, GFP_KERNEL).map_err(nomem)?;
         dev.read_sync(ctx.may_sleep(), start, &mut area, SB_BYTES)
             .map_err(|e| CtrError::new(e, c"Error reading superblock"))?;
+        let mut formatting = false;
         let mut sb = match superblock::probe(&area) {
             Ok(Probe::Superblock(sb)) => sb,
+            // dm-integrity makes a superblock up in memory in mode R and writes nothing.
             Ok(Probe::Blank) if t.mode() == Mode::Recovery => return Err(recovery_without_superblock()),
             Ok(Probe::Blank) => {
-                return Err(CtrError::new(
-                    EOPNOTSUPP,
-                    c"The device is not initialized (formatting is not implemented in integrity-rs)",
-                ))
+                // A blank device is formatted, as dm-integrity's constructor does (what
+                // `integritysetup format` relies on). Nothing is written until every check
+                // below has passed and the target is built (`write_new_volume`).
+                let mut sb = format::new_superblock(&t, tag_size, dev.sectors(), None)?;
+                if format::needs_salt(&sb) {
+                    let mut salt = SecretBuf::new(superblock::SALT_SIZE).map_err(nomem)?;
+                    salt.randomize();
+                    sb.salt.copy_from_slice(salt.as_slice());
+                }
+                formatting = true;
+                sb
             }
             // dm-integrity takes any area without the magic in mode R, with a superblock made
             // in memory for the table.
@@ -1176,6 +1203,7 @@ impl Target for Integrity {
 
         let salt = sb.has(SB_FLAG_FIXED_HMAC).then_some(sb.salt);
         let sb_at_load = sb;
+        let len = ctx.len();
         let state = pin_init!(Self {
             dev,
             tfm,
@@ -1205,9 +1233,13 @@ impl Target for Integrity {
             recalc_ctl <- new_mutex!(RecalcCtl { control: recalc::Control::new(0), running: false }),
             epoch: Instant::<Monotonic>::now(),
             line,
-            len: ctx.len(),
+            len,
         });
-        KBox::pin_init(state, GFP_KERNEL).map_err(nomem)
+        let target = KBox::pin_init(state, GFP_KERNEL).map_err(nomem)?;
+        if formatting {
+            target.write_new_volume(ctx.may_sleep())?;
+        }
+        Ok(target)
     }
 
     fn map(&self, ti: &Ti<Self>, bio: &mut Bio) -> MapResult {

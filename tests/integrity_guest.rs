@@ -14,8 +14,11 @@
 //! 2.7); the test fails without them. `INTEGRITY_RECORDS` names another directory of records.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+mod common;
+
+use common::{digest_size, records, value};
 use dm_rust_pure::args::Args;
 use dm_rust_pure::integrity_geometry::{
     bitmap, default_journal_sectors, initialize, open, provided_data_sectors, Format, Params,
@@ -25,38 +28,6 @@ use dm_rust_pure::integrity_table::{IntegrityTable, Mode, State};
 
 /// Debian's kernel tick rate.
 const HZ: u32 = 250;
-
-fn records() -> Vec<PathBuf> {
-    let dir = std::env::var_os("INTEGRITY_RECORDS").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/integrity"),
-        PathBuf::from,
-    );
-    let Ok(entries) = fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut txt: Vec<PathBuf> = entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .collect();
-    txt.sort();
-    txt
-}
-
-fn value<'a>(text: &'a str, key: &str) -> &'a str {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {key} line"))
-}
-
-/// Digest sizes of the hashes the records use.
-fn digest_size(alg: &str) -> u32 {
-    match alg {
-        "crc32c" | "crc32" => 4,
-        "sha1" => 20,
-        "sha256" | "hmac(sha256)" => 32,
-        other => panic!("unknown hash {other}"),
-    }
-}
 
 /// The value of `--opt <value>` among integritysetup options.
 fn option<'a>(opts: &'a str, name: &str) -> Option<&'a str> {

@@ -16,12 +16,13 @@
 //!    empty, whole journal that no mode replays or erases.
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::{digest_size, records, value};
 use dm_rust_pure::args::Args;
 use dm_rust_pure::integrity_format::{
-    initial_journal_sector, needs_salt, new_superblock, superblock_area, AREA_BYTES,
-    CANNOT_INITIALIZE, INITIAL_COMMIT_SEQ,
+    needs_salt, new_superblock, AREA_BYTES, CANNOT_INITIALIZE, INITIAL_COMMIT_SEQ,
 };
 use dm_rust_pure::integrity_geometry::{open, JournalShape, JOURNAL_BLOCK_SECTORS};
 use dm_rust_pure::integrity_journal::{self as journal, Action, Plan, Scan};
@@ -34,33 +35,6 @@ use sha2::{Digest, Sha256};
 
 /// Debian's kernel tick rate.
 const HZ: u32 = 250;
-
-fn records() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/integrity");
-    let mut txt: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .collect();
-    txt.sort();
-    txt
-}
-
-fn value<'a>(text: &'a str, key: &str) -> &'a str {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {key} line"))
-}
-
-/// Digest sizes of the hashes the records use.
-fn digest_size(alg: &str) -> u32 {
-    match alg {
-        "crc32c" | "crc32" => 4,
-        "sha1" => 20,
-        "sha256" | "hmac(sha256)" => 32,
-        other => panic!("unknown hash {other}"),
-    }
-}
 
 fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     let mut k = [0u8; 64];
@@ -163,8 +137,9 @@ fn ours_for(text: &str, kernel: &[u8]) -> (Vec<u8>, Superblock) {
     } else {
         assert_eq!(sb.salt, [0; 16]);
     }
-    let mut area = vec![0xa5u8; AREA_BYTES];
-    superblock_area(&sb, &mut area).unwrap();
+    // The area the module writes: the blank one it read (all zero), the superblock at its start.
+    let mut area = vec![0u8; AREA_BYTES];
+    sb.write(&mut area).unwrap();
     if let Some(mac) = t.journal_mac().filter(|_| sb.has(SB_FLAG_FIXED_HMAC)) {
         assert_eq!(mac.alg(), "hmac(sha256)");
         let key_hex = line.split("journal_mac:hmac(sha256):").nth(1).unwrap();
@@ -328,7 +303,7 @@ fn initial_journal(sb: &Superblock, shape: &JournalShape) -> Vec<[u8; 512]> {
     for section in 0..sb.journal_sections {
         for sector in 0..shape.section_sectors {
             let mut s = [0x5au8; 512];
-            initial_journal_sector(shape, section, sector, &mut s);
+            journal::erased_sector(shape, section, sector, INITIAL_COMMIT_SEQ, &mut s);
             out.push(s);
         }
     }

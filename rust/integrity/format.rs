@@ -25,17 +25,16 @@
 //!    formatted device).
 //! 4. Once every other check passed and everything is allocated: the whole journal is written
 //!    empty with commit sequence [`INITIAL_COMMIT_SEQ`] (`init_journal(ic, 0, sections, 0)`:
-//!    zeroes, every entry unused, the commit ids, see [`initial_journal_sector`]), then the
-//!    superblock area with FUA, its version set by `sb_set_version` ([`superblock_area`]).
+//!    zeroes, every entry unused, the commit ids: `integrity_journal::erased_sector`), then the
+//!    superblock area with FUA (all zero but the superblock), its version set by `sb_set_version`.
 //!
 //! A later resume finds the journal whole and empty, so it writes nothing to it (dm-integrity
 //! skips reading the journal it just made, `just_formatted`; the outcome is the same).
 
 use crate::dm_args::{ArgError, ArgResult};
 use crate::integrity_geometry::{
-    bitmap, default_journal_sectors, initialize, open, Format, JournalShape,
+    bitmap, default_journal_sectors, initialize, open, Format,
 };
-use crate::integrity_journal::erased_sector;
 use crate::integrity_superblock::{Superblock, SB_FLAG_FIXED_HMAC, SB_SECTORS};
 use crate::integrity_table::{IntegrityTable, Mode};
 
@@ -103,26 +102,4 @@ pub fn new_superblock(
 /// Whether the new superblock takes a random salt (`fix_hmac`).
 pub fn needs_salt(sb: &Superblock) -> bool {
     sb.has(SB_FLAG_FIXED_HMAC)
-}
-
-/// The superblock area as formatting writes it: `out` (at least [`AREA_BYTES`]) zeroed and the
-/// superblock written at its start. (The superblock's MAC, with `fix_hmac` and a journal MAC,
-/// would go at the end of sector 0; integrity-rs refuses `journal_mac`.) `None` if `out` is too
-/// short.
-pub fn superblock_area(sb: &Superblock, out: &mut [u8]) -> Option<()> {
-    let area = out.get_mut(..AREA_BYTES)?;
-    area.fill(0);
-    sb.write(area)
-}
-
-/// Sector `sector` of section `section` of the journal formatting writes (`init_journal` with
-/// sequence [`INITIAL_COMMIT_SEQ`], no journal encryption or MAC): zeroes, every entry of an
-/// entry sector unused, the commit id in the last 8 bytes.
-pub fn initial_journal_sector(
-    shape: &JournalShape,
-    section: u32,
-    sector: u32,
-    out: &mut [u8; 512],
-) {
-    erased_sector(shape, section, sector, INITIAL_COMMIT_SEQ, out);
 }

@@ -657,7 +657,7 @@ impl Integrity {
 
     /// Formatting's writes, last in the constructor as in dm-integrity's: the whole journal
     /// empty (sequence [`format::INITIAL_COMMIT_SEQ`], every entry unused: the sectors of
-    /// [`format::initial_journal_sector`]), then the superblock area with FUA. A failure refuses
+    /// [`journal::erased_sector`]), then the superblock area with FUA. A failure refuses
     /// the table; a crash between the two leaves the superblock area blank, so the next load
     /// formats again.
     fn write_new_volume(&self, s: &MaySleep<'_>) -> Result<(), CtrError> {

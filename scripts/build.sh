@@ -5,7 +5,8 @@
 # checks that it will load on the lab's kernel: every undefined symbol is exported by the kernel
 # or its modules (Module.symvers), and the vermagic equals that of Debian's own modules.
 # Output: build/dm_rust.ko and the tests' build/dm_rust_test_inline.ko (RAM disks with inline
-# encryption, rust/test_inline/; never packaged; not built with DM_RUST_TESTS empty); with FLAVOUR=debug, build/debug/dm_rust.ko against the lab's debug kernel
+# encryption, rust/test_inline/; never packaged) and build/helpers/ (selftests/*.c compiled; neither
+# built with DM_RUST_TESTS empty); with FLAVOUR=debug, build/debug/dm_rust.ko against the lab's debug kernel
 # (scripts/lab.sh, FLAVOUR=debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,19 @@ unshare --mount --propagation private /bin/sh -c 'mount -t proc proc "$0/proc" &
 	make -C "$KDIR_IN_ROOT" M="/build/$name" $KMAKE_VARS KERNELRELEASE="$KREL" DM_RUST_TESTS="$tests" -j"$(nproc)" modules
 cp "$src/dm_rust.ko" "$out/dm_rust.ko"
 [ -z "$tests" ] || cp "$src/dm_rust_test_inline.ko" "$out/dm_rust_test_inline.ko"
+# The selftests' C helpers (selftests/*.c), with the guest's compiler: here once, rather than in
+# every guest run (gcc takes ~10 s under emulation). selftests/fault_lib.sh compiles one that is
+# missing or older than its source.
+if [ -n "$tests" ]; then
+	mkdir -p "$out/helpers" "$src/helpers"
+	for c in selftests/*.c; do
+		h=$(basename "$c" .c)
+		cp "$c" "$src/helpers/"
+		chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+			gcc -O2 -Wall -pthread -o "/build/$name/helpers/$h" "/build/$name/helpers/$h.c"
+		cp "$src/helpers/$h" "$out/helpers/$h"
+	done
+fi
 
 # Loadability checks (shared with the Debian packages' builds).
 scripts/check-module.sh "$out/dm_rust.ko" "$KDIR/Module.symvers" "$KREL" "$ROOTFS/lib/modules/$KREL"

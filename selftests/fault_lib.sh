@@ -127,10 +127,12 @@ restore_params() {
 	rm -f "$FAULT_RESTORE"
 }
 
-# build_helper <name>: compiles selftests/<name>.c into $SCRATCH (the guest has gcc); prints the
-# path of the program.
+# build_helper <name>: the program of selftests/<name>.c: the one scripts/build.sh compiled
+# (build/helpers/), or, if it is missing or older than the source, compiled here into $SCRATCH
+# (the guest has gcc); prints its path.
 build_helper() {
-	local out=$SCRATCH/loop.$1
+	local out=$SCRATCH/loop.$1 built=${DM_RUST_BUILD:-/dm-rust/build}/helpers/$1
+	[ -x "$built" ] && [ "$built" -nt "$1.c" ] && { echo "$built"; return 0; }
 	[ -x "$out" ] && [ "$out" -nt "$1.c" ] && { echo "$out"; return 0; }
 	gcc -O2 -Wall -pthread -o "$out" "$1.c" 2>"$SCRATCH/gcc.err" ||
 		fail "cannot compile $1.c: $(head -c 500 "$SCRATCH/gcc.err")"

@@ -173,7 +173,7 @@ open_ours() { dmsetup create "$1" --table "$2"; }
 
 # status_field <name> <n>: the n-th word of the target's status (1: mismatches, 2: provided
 # sectors, 3: recalculation position or -).
-status_field() { dmsetup status "$1" | awk -v n="$2" '{ print $(3 + n) }'; }
+status_field() { word $((3 + $2)) "$(dmsetup status "$1")"; }
 
 # position_is <name> <sector>, position_is_not <name> <sector>: the recalculation position.
 position_is() { [ "$(status_field "$1" 3)" = "$2" ]; }

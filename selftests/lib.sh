@@ -27,6 +27,8 @@
 # SELFTEST_ONLY (test names, space-separated), set by the mutation check from a mutant's "Tests:"
 # line, runs only those tests; the others are reported as skipped and not run (run_guest.sh would
 # fail such a run: it is not for make check).
+# SELFTEST_TRACE (a file) appends every command the tests run, each with its start time (bash's
+# xtrace, PS4 with $EPOCHREALTIME), for scripts/selftest-profile.py to say where the time goes.
 #
 # The implementation under test is chosen only by DM_RUST_IMPL (run_guest.sh --impl sets it):
 #   rust    (default) ours: dm_rust.ko's targets (linear-rs; verity, see verity_lib.sh)
@@ -257,7 +259,7 @@ _klog_bad() {
 # run_test <name> <function> [args...]
 run_test() {
 	local name=$1 tg=${EPOCHREALTIME/./} t0 t1 rc out pid wd done_pid mark taint0 taint1 new p problems=()
-	local -a _global _devices _global_before _devices_before
+	local -a _global _devices _global_before _devices_before lines
 	shift
 	_ktap_n=$((_ktap_n + 1))
 	if [ -n "${SELFTEST_ONLY:-}" ] && [[ " $SELFTEST_ONLY " != *" $name "* ]]; then
@@ -277,7 +279,17 @@ run_test() {
 	mark="dm-rust selftest: $_ktap_script $_ktap_n $name $RANDOM$RANDOM"
 	echo "$mark" >/dev/kmsg
 
-	(set -eu; "$@") >"$out" 2>&1 &
+	if [ -n "${SELFTEST_TRACE:-}" ]; then
+		(
+			exec {BASH_XTRACEFD}>>"$SELFTEST_TRACE"
+			PS4='+ $EPOCHREALTIME $BASHPID '
+			echo "+ $EPOCHREALTIME $BASHPID TEST $_ktap_script $name" >&"$BASH_XTRACEFD"
+			set -eux
+			"$@"
+		) >"$out" 2>&1 &
+	else
+		(set -eu; "$@") >"$out" 2>&1 &
+	fi
 	pid=$!
 	sleep "$TEST_TIMEOUT" &
 	wd=$!
@@ -285,6 +297,7 @@ run_test() {
 	wait -n -p done_pid "$pid" "$wd"
 	rc=$?
 	t1=${EPOCHREALTIME/./}
+	[ -z "${SELFTEST_TRACE:-}" ] || echo "+ $EPOCHREALTIME $BASHPID END" >>"$SELFTEST_TRACE"
 	if [ "$done_pid" = "$pid" ]; then
 		kill "$wd" 2>/dev/null
 		wait "$wd" 2>/dev/null
@@ -321,7 +334,8 @@ run_test() {
 		problems+=("the kernel became tainted: $taint0 -> $taint1")
 	fi
 
-	sed 's/^/# /' "$out"
+	mapfile -t lines <"$out"
+	[ ${#lines[@]} -eq 0 ] || printf '# %s\n' "${lines[@]}"
 	tg=$(((${EPOCHREALTIME/./} - t1 + t0 - tg) / 100000)) t0=$(((t1 - t0) / 100000))
 	echo "# $name: $((t0 / 10)).$((t0 % 10)) s (gates and cleanup: $((tg / 10)).$((tg % 10)) s)"
 	if [ ${#problems[@]} -gt 0 ]; then
@@ -374,7 +388,7 @@ unload_module() {
 # make_loop <MiB>: a zero-filled loop device backed by a file in $SCRATCH; prints its path.
 make_loop() {
 	local f
-	modprobe loop 2>/dev/null || true
+	[ -e /dev/loop-control ] || modprobe loop 2>/dev/null || true
 	f=$(mktemp "$SCRATCH/loop.XXXXXX")
 	truncate -s "$1M" "$f"
 	losetup -f --show "$f"
@@ -396,15 +410,48 @@ cleanup_devices() {
 	for f in /sys/block/dm-*/dm/name; do
 		_read "$f" v && [[ $v == rs_* ]] && d+=("$v")
 	done
-	[ ${#d[@]} -eq 0 ] || for v in $(printf "%s\n" "${d[@]}" | sort -r); do
-		dmsetup remove --retry "$v" >/dev/null 2>&1 || dmsetup remove --force "$v" >/dev/null 2>&1
-	done
+	# One dmsetup for them all (the upper of stacked devices first: rs_v2 before rs_v); each
+	# left that way is then forced.
+	if [ ${#d[@]} -gt 0 ]; then
+		mapfile -t d < <(printf "%s\n" "${d[@]}" | sort -r)
+		dmsetup remove --retry "${d[@]}" >/dev/null 2>&1 || for v in "${d[@]}"; do
+			[ ! -e "/dev/mapper/$v" ] || dmsetup remove --force "$v" >/dev/null 2>&1
+		done
+	fi
+	d=()
 	for f in /sys/block/loop*/loop/backing_file; do
-		_read "$f" v && [[ $v == "$SCRATCH"/* ]] && f=${f#/sys/block/} && losetup -d "/dev/${f%%/*}" 2>/dev/null
+		_read "$f" v && [[ $v == "$SCRATCH"/* ]] && f=${f#/sys/block/} && d+=("/dev/${f%%/*}")
 	done
+	[ ${#d[@]} -eq 0 ] || losetup -d "${d[@]}" 2>/dev/null
 	d=("$SCRATCH"/*)
 	[ ! -e "${d[0]}" ] || rm -rf "${d[@]}" 2>/dev/null
 	return 0
+}
+
+# The helpers below start no process where a shell builtin does: the tests call them hundreds of
+# times, and under emulation each process costs a tenth of a second or more.
+
+# word <n> <line>: the n-th word of the line (1-based; empty if there is none).
+word() {
+	local -a w
+	read -ra w <<<"$2"
+	[ "$1" -lt 1 ] || printf '%s\n' "${w[$1 - 1]-}"
+}
+
+# block_name <device path>: the kernel's name of a block device (loop0, dm-3), for /sys/class/block.
+block_name() {
+	local f v
+	if [[ $1 == /dev/mapper/* ]]; then
+		for f in /sys/block/dm-*/dm/name; do
+			_read "$f" v && [ "$v" = "${1#/dev/mapper/}" ] && { f=${f#/sys/block/}; echo "${f%%/*}"; return 0; }
+		done
+		return 1
+	fi
+	if [ -L "$1" ]; then
+		basename "$(readlink -f "$1")"
+	else
+		echo "${1##*/}"
+	fi
 }
 
 # Bytes of a device or file: read_at <dev> <byte offset> <count>, to stdout; direct reads of up to
@@ -436,7 +483,9 @@ random_file() {
 # disk_stat <block device> <field>: a field of /sys/block/<dev>/stat (1-based, as in
 # Documentation/block/stat.rst: 1 reads, 5 writes, 12 discards, 16 flushes completed).
 disk_stat() {
-	awk -v n="$2" '{ print $n }' "/sys/class/block/$(basename "$(readlink -f "$1")")/stat"
+	local s
+	_read "/sys/class/block/$(block_name "$1")/stat" s
+	word "$2" "$s"
 }
 
 # expect_table_refused <name> <expected message> <table>: dmsetup create must fail, and the

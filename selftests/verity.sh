@@ -95,7 +95,8 @@ test_block_sizes() {
 # data) with veritysetup's largest salt (256 bytes), and version 1 with none ("-"). Each reads back,
 # the table shows its version and salt, and a table with another salt fails every read; a table
 # with the other version fails every read where there is a salt (the versions differ only in where
-# it goes), and reads the same data where there is none.
+# it goes), and reads the same data where there is none. (rs_noscan_*: udev does not probe them,
+# run_guest.sh.)
 test_format_versions_and_salts() {
 	local v s other s256
 	s256=$(head -c 256 /dev/urandom | od -An -v -tx1 | tr -d ' \n')
@@ -109,18 +110,18 @@ test_format_versions_and_salts() {
 		[ "$(table_field rs_v 4)" = "$v" ] || fail "version in the table is not $v"
 		[ "$(table_field rs_v 13)" = "$s" ] || fail "salt in the table is not $s"
 		cmp /dev/mapper/rs_v "$data" || fail "version $v: data differs"
-		dmsetup create rs_other --readonly --table "$(dmsetup table rs_v | awk -v o="$other" '{$4 = o; print}')"
+		dmsetup create rs_noscan_other --readonly --table "$(dmsetup table rs_v | awk -v o="$other" '{$4 = o; print}')"
 		if [ "$s" = - ]; then
-			cmp /dev/mapper/rs_other "$data" || fail "no salt: version $other reads other data than version $v"
+			cmp /dev/mapper/rs_noscan_other "$data" || fail "no salt: version $other reads other data than version $v"
 		else
-			expect_eio /dev/mapper/rs_other 4096 0
-			expect_eio /dev/mapper/rs_other 4096 255
+			expect_eio /dev/mapper/rs_noscan_other 4096 0
+			expect_eio /dev/mapper/rs_noscan_other 4096 255
 		fi
-		dmsetup remove --retry rs_other
-		dmsetup create rs_salt --readonly --table \
+		dmsetup remove --retry rs_noscan_other
+		dmsetup create rs_noscan_salt --readonly --table \
 			"$(dmsetup table rs_v | awk -v s="$([ "$s" = - ] && echo 00 || echo -)" '{$13 = s; print}')"
-		expect_eio /dev/mapper/rs_salt 4096 0
-		dmsetup remove --retry rs_salt
+		expect_eio /dev/mapper/rs_noscan_salt 4096 0
+		dmsetup remove --retry rs_noscan_salt
 		veritysetup close rs_v
 		echo "version $v, salt $s: ok"
 	done
@@ -138,11 +139,12 @@ test_hash_offset_same_device() {
 	dmsetup table rs_v
 	[ "$(dmsetup table rs_v)" = "$expected" ] || fail "table line differs from '$expected'"
 	head -c "$off" "$img" | cmp - /dev/mapper/rs_v || fail "data differs"
-	# The hash tree is what is checked: corrupt its first hash block (after the superblock).
+	# The hash tree is what is checked: corrupt its first hash block (after the superblock). The
+	# first 128 blocks then fail: rs_noscan_v, which udev does not probe (run_guest.sh).
 	veritysetup close rs_v
 	corrupt_byte "$img" $((off + 4096 + 10))
-	dmsetup create rs_v --readonly --table "$expected"
-	expect_eio /dev/mapper/rs_v 4096 0
+	dmsetup create rs_noscan_v --readonly --table "$expected"
+	expect_eio /dev/mapper/rs_noscan_v 4096 0
 }
 
 # One corrupted data block: EIO for that block only, no corrupted byte returned by any read,
@@ -183,7 +185,7 @@ test_corrupt_data_block() {
 # Corrupt the hash block covering one data block at each level of a 3-level tree (sha256, 512-byte
 # hash blocks: 16 digests a block, 1024 data blocks): that data block, and every other one under the
 # corrupted hash block, fails with EIO; data blocks outside it still read. Then a wrong root digest:
-# everything fails.
+# everything fails. (The devices are rs_noscan_*: udev does not probe them, run_guest.sh.)
 test_corrupt_hash_levels() {
 	local pristine bits=4 hbs=512 blocks=1024 levels=0 i pos hash_start d=600 covered idx off other
 	local -a level_block
@@ -214,33 +216,33 @@ test_corrupt_hash_levels() {
 		off=$(((level_block[i] + idx) * hbs + ((d >> (i * bits)) & ((1 << bits) - 1)) * (hbs >> bits) + 7))
 		corrupt_byte "$hash" "$off"
 		hl=$(ro_loop "$hash")
-		dmsetup create rs_v --readonly --table "$(echo "$table" | awk -v h="$(majmin "$hl")" '{$6 = h; print}')"
+		dmsetup create rs_noscan_v --readonly --table "$(echo "$table" | awk -v h="$(majmin "$hl")" '{$6 = h; print}')"
 		covered=$((1 << ((i + 1) * bits)))
-		expect_eio /dev/mapper/rs_v 4096 "$d"
-		expect_eio /dev/mapper/rs_v 4096 $((d / covered * covered))
-		expect_eio /dev/mapper/rs_v 4096 $(((d / covered + 1) * covered - 1 < blocks ? (d / covered + 1) * covered - 1 : blocks - 1))
+		expect_eio /dev/mapper/rs_noscan_v 4096 "$d"
+		expect_eio /dev/mapper/rs_noscan_v 4096 $((d / covered * covered))
+		expect_eio /dev/mapper/rs_noscan_v 4096 $(((d / covered + 1) * covered - 1 < blocks ? (d / covered + 1) * covered - 1 : blocks - 1))
 		other=0
 		if [ $((d / covered)) -ne 0 ]; then
-			expect_block /dev/mapper/rs_v 4096 "$other" "$data"
+			expect_block /dev/mapper/rs_noscan_v 4096 "$other" "$data"
 		else
 			# The top level: one hash block covers everything.
-			expect_eio /dev/mapper/rs_v 4096 "$other"
+			expect_eio /dev/mapper/rs_noscan_v 4096 "$other"
 		fi
-		[ "$(status_char rs_v)" = C ] || fail "level $i: status $(dmsetup status rs_v)"
-		dmsetup remove --retry rs_v
+		[ "$(status_char rs_noscan_v)" = C ] || fail "level $i: status $(dmsetup status rs_noscan_v)"
+		dmsetup remove --retry rs_noscan_v
 		losetup -d "$hl"
 		echo "level $i (hash block $((level_block[i] + idx)), byte $off): detected"
 	done
 	# A wrong root digest: nothing verifies.
 	cp "$pristine" "$hash"
 	hl=$(ro_loop "$hash")
-	dmsetup create rs_v --readonly --table \
+	dmsetup create rs_noscan_v --readonly --table \
 		"$(echo "$table" | awk -v h="$(majmin "$hl")" '{$6 = h; $12 = substr($12, 1, 63) (substr($12, 64, 1) == "0" ? "1" : "0"); print}')"
-	dmsetup table rs_v
-	expect_eio /dev/mapper/rs_v 4096 0
-	expect_eio /dev/mapper/rs_v 4096 "$d"
-	expect_eio /dev/mapper/rs_v 4096 1023
-	[ "$(status_char rs_v)" = C ] || fail "wrong root: status $(dmsetup status rs_v)"
+	dmsetup table rs_noscan_v
+	expect_eio /dev/mapper/rs_noscan_v 4096 0
+	expect_eio /dev/mapper/rs_noscan_v 4096 "$d"
+	expect_eio /dev/mapper/rs_noscan_v 4096 1023
+	[ "$(status_char rs_noscan_v)" = C ] || fail "wrong root: status $(dmsetup status rs_noscan_v)"
 }
 
 # ignore_corruption: the corrupted block is returned (logged, status C) instead of EIO.

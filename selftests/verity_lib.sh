@@ -125,7 +125,8 @@ ro_loop() {
 }
 
 majmin() {
-	lsblk -dno MAJ:MIN "$1" | tr -d ' '
+	local v
+	_read "/sys/class/block/$(block_name "$1")/dev" v && echo "$v"
 }
 
 # vformat <veritysetup format arguments...>: formats, keeps the output in $SCRATCH/format.out,
@@ -143,12 +144,12 @@ format_field() {
 
 # table_field <device> <n>: the n-th word of the device's table line (1 = start sector).
 table_field() {
-	dmsetup table "$1" | awk -v n="$2" '{print $n}'
+	word "$2" "$(dmsetup table "$1")"
 }
 
 # status_char <device>: V (verified) or C (corruption detected), from the status line.
 status_char() {
-	dmsetup status "$1" | awk '{print $4}'
+	word 4 "$(dmsetup status "$1")"
 }
 
 # expect_block <dev> <block size> <block> <reference file> [reference block]: a direct read of
@@ -185,7 +186,8 @@ expect_eio() {
 # loop device over the file reads from).
 corrupt_byte() {
 	local b
-	b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+	b=$(od -An -tu1 -j "$2" -N1 "$1")
+	b=${b//[[:space:]]/}
 	[ -n "$b" ] || fail "no byte $2 in $1"
 	printf "\\$(printf %03o $((b ^ 0xff)))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
 }

@@ -539,7 +539,7 @@ test_recalculate_suspend() {
 # stops it with nothing written, recalculate_resume continues to the end.
 test_recalculate_messages() {
 	local loop table provided a b w1 w2 d1 d2 wpos
-	loop=$(make_loop 64)
+	loop=$(make_loop 32)
 	dd if=/dev/urandom of="$loop" bs=1M oflag=direct status=none || true
 	fmt "$loop" sha256 --no-wipe
 	table=$(kernel_table "$loop" sha256)
@@ -567,7 +567,7 @@ test_recalculate_messages() {
 	d2=$(random_file 1048576)
 	wpos=$b
 	write_at /dev/mapper/rs_int $((wpos * 512)) "$d1"
-	write_at /dev/mapper/rs_int $((48 * 1048576)) "$d2"
+	write_at /dev/mapper/rs_int $((24 * 1048576)) "$d2"
 	dmsetup message rs_int 0 recalculate_pause
 	sleep 1
 	a=$(status_field rs_int 3)
@@ -586,7 +586,7 @@ test_recalculate_messages() {
 		fail "recalculation stopped at $(status_field rs_int 3) of $provided after recalculate_resume"
 	dd if=/dev/mapper/rs_int of=/dev/null bs=1M iflag=direct status=none || fail "reading after recalculation failed"
 	read_at /dev/mapper/rs_int $((wpos * 512)) 1048576 | cmp -s - "$d1" || fail "data written at the worker's position differs"
-	read_at /dev/mapper/rs_int $((48 * 1048576)) 1048576 | cmp -s - "$d2" || fail "data written above the worker's position differs"
+	read_at /dev/mapper/rs_int $((24 * 1048576)) 1048576 | cmp -s - "$d2" || fail "data written above the worker's position differs"
 	dmsetup message rs_int 0 recalculate_rate x 2>/dev/null && fail "recalculate_rate x accepted"
 	dmsetup message rs_int 0 frobnicate 2>/dev/null && fail "an unknown message was accepted"
 	return 0

@@ -374,7 +374,7 @@ ktap_finish() {
 # With DM_RUST_IMPL=kernel, only the kernel's device-mapper modules are loaded.
 load_module() {
 	# insmod loads no dependencies: device-mapper core and dm-bufio first.
-	modprobe -a dm-mod dm-bufio
+	[ -d /sys/module/dm_mod ] && [ -d /sys/module/dm_bufio ] || modprobe -a dm-mod dm-bufio
 	[ "$DM_RUST_IMPL" = rust ] || return 0
 	grep -qw '^dm_rust' /proc/modules && return 0
 	insmod "$DM_RUST_KO" "$@"
@@ -488,17 +488,34 @@ disk_stat() {
 	word "$2" "$s"
 }
 
+# dm_exists <name>: a device-mapper device of that name exists.
+dm_exists() {
+	local f v
+	for f in /sys/block/dm-*/dm/name; do
+		_read "$f" v && [ "$v" = "$1" ] && return 0
+	done
+	return 1
+}
+
+# klog_has_since <mark> <text>: the kernel log has <text> (a fixed string) after the line that
+# ends with <mark>.
+klog_has_since() {
+	dmesg | awk -v m="$1" -v s="$2" 'f && index($0, s) { found = 1 }
+		length($0) >= length(m) && substr($0, length($0) - length(m) + 1) == m { f = 1; found = 0 }
+		END { exit !found }'
+}
+
 # expect_table_refused <name> <expected message> <table>: dmsetup create must fail, and the
 # kernel log must carry the expected message for it.
 expect_table_refused() {
 	local name=$1 msg=$2 table=$3 mark
-	mark="dm-rust selftest: $name $RANDOM"
+	mark="dm-rust selftest: $name $RANDOM$RANDOM"
 	echo "$mark" >/dev/kmsg
 	if dmsetup create "$name" --table "$table" 2>"$SCRATCH/err"; then
 		fail "table '$table' was accepted"
 	fi
-	dmsetup info "$name" >/dev/null 2>&1 && fail "device $name exists after a refused table"
-	dmesg | sed -n "/$mark/,\$p" | grep -q -- "$msg" ||
+	! dm_exists "$name" || fail "device $name exists after a refused table"
+	klog_has_since "$mark" "$msg" ||
 		fail "no '$msg' in the kernel log for '$table': $(dmesg | sed -n "/$mark/,\$p" | tail -n 3)"
 	echo "refused: $table -> $msg"
 }

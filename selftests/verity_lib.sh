@@ -253,8 +253,8 @@ expect_ro_refused() {
 		dmsetup remove --retry rs_bad
 		fail "table '$2' was accepted"
 	fi
-	dmsetup info rs_bad >/dev/null 2>&1 && fail "device rs_bad exists after a refused table"
-	dmesg_since "$mark" | grep -q -- "$1" ||
+	! dm_exists rs_bad || fail "device rs_bad exists after a refused table"
+	klog_has_since "$mark" "$1" ||
 		fail "no '$1' in the kernel log for '$2': $(dmesg_since "$mark" | tail -n 3)"
 	echo "refused: ...${2:60} -> $1"
 }

@@ -291,6 +291,7 @@ hmac_round_trip() {
 	# fix_hmac without a keyed journal MAC: recalculating is refused (errno EOPNOTSUPP).
 	expect_table_refused rs_int "Recalculating with HMAC is disabled for security reasons" \
 		"$(echo "$table" | awk '{ $8 = $8 + 1; $0 = $0 " recalculate"; print }')"
+	grep -q "Operation not supported" "$SCRATCH/err" || fail "not EOPNOTSUPP: $(cat "$SCRATCH/err")"
 }
 
 test_hmac_fix_hmac() { hmac_round_trip; }

@@ -1134,7 +1134,15 @@ impl Target for Integrity {
             dirty = true;
         }
         let flags_before = sb.flags;
-        t.apply_recalculate(&mut sb, geo.provided_data_sectors())?;
+        t.apply_recalculate(&mut sb, geo.provided_data_sectors())
+            .map_err(|e| {
+                // dm-integrity's errno for this one refusal.
+                if e == table::HMAC_RECALCULATE_REFUSED {
+                    CtrError::new(EOPNOTSUPP, e.0)
+                } else {
+                    CtrError::from(e)
+                }
+            })?;
         dirty |= sb.flags != flags_before;
 
         let buffer_bytes = 512u32 << params.log2_buffer_sectors;

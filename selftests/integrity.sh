@@ -506,6 +506,15 @@ test_recalculate_reset() {
 		fail "recalculation after the reset stopped at $(status_field rs_int 3) of $provided"
 	read_at /dev/mapper/rs_int 1048576 512 | cmp -s - <(read_at "$loop" "$off" 512) ||
 		fail "the changed sector does not read (or reads other data) after reset_recalculate"
+	# As dm-integrity: every resume of the table recalculates from 0 again, not only the first.
+	byte=$(dd if="$loop" bs=1 skip=$((off + 200)) count=1 iflag=skip_bytes status=none | od -An -tu1 | tr -d ' ')
+	printf "\x$(printf %02x $((byte ^ 255)))" | dd of="$loop" bs=1 seek=$((off + 200)) conv=notrunc oflag=sync status=none
+	dmsetup suspend rs_int
+	dmsetup resume rs_int
+	wait_for 120 position_is rs_int "$provided" ||
+		fail "recalculation after suspend and resume stopped at $(status_field rs_int 3) of $provided"
+	read_at /dev/mapper/rs_int 1048576 512 | cmp -s - <(read_at "$loop" "$off" 512) ||
+		fail "sector changed again: does not read (or reads other data) after a resume with reset_recalculate"
 	dmsetup remove --retry rs_int
 }
 

@@ -255,8 +255,8 @@ pub(crate) struct Integrity {
     mismatches: AtomicU64,
     /// The recalculation worker must stop (set by `presuspend`).
     stop: AtomicBool,
-    /// `reset_recalculate` not yet applied (on the first resume).
-    reset_pending: AtomicBool,
+    /// `reset_recalculate`: every resume recalculates from sector 0, as dm-integrity's.
+    reset_recalculate: bool,
     #[pin]
     recalc_ctl: Mutex<RecalcCtl>,
     /// The origin of the time the rate limit counts in.
@@ -1237,7 +1237,7 @@ impl Target for Integrity {
             range_freed <- new_condvar!(),
             mismatches: AtomicU64::new(0),
             stop: AtomicBool::new(false),
-            reset_pending: AtomicBool::new(t.reset_recalculate()),
+            reset_recalculate: t.reset_recalculate(),
             recalc_ctl <- new_mutex!(RecalcCtl { control: recalc::Control::new(0), running: false }),
             epoch: Instant::<Monotonic>::now(),
             line,
@@ -1441,7 +1441,7 @@ impl Target for Integrity {
             }
         }
         self.jw.lock().wrote = false;
-        let reset = self.reset_pending.swap(false, Ordering::AcqRel);
+        let reset = self.reset_recalculate;
         let provided = self.geo.provided_data_sectors();
         let old_provided = self.old_provided.swap(provided, Ordering::AcqRel);
         // The bitmap, as dm-integrity's resume: a dirty one is read and its regions are

@@ -85,6 +85,7 @@ void dm_rust_memalloc_noio_restore(unsigned int flags);
 bool dm_rust_queue_work(struct workqueue_struct *wq, struct work_struct *work);
 struct workqueue_struct *dm_rust_alloc_workqueue(const char *name, unsigned int flags,
 						 int max_active);
+unsigned int dm_rust_num_online_cpus(void);
 struct bio_vec dm_rust_bio_iter_iovec(struct bio *bio, struct bvec_iter iter);
 void dm_rust_bio_advance_iter(struct bio *bio, struct bvec_iter *iter, unsigned int bytes);
 void *dm_rust_kmap_local_page(struct page *page);

@@ -109,6 +109,11 @@ struct workqueue_struct *dm_rust_alloc_workqueue(const char *name, unsigned int 
 	return alloc_workqueue("%s", flags, max_active, name);
 }
 
+unsigned int dm_rust_num_online_cpus(void)
+{
+	return num_online_cpus();
+}
+
 struct bio_vec dm_rust_bio_iter_iovec(struct bio *bio, struct bvec_iter iter)
 {
 	return bio_iter_iovec(bio, iter);

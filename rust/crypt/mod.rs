@@ -41,7 +41,7 @@ use crate::dm::device::QueueLimits;
 use crate::dm::io::{DoneIo, TakenIo};
 use crate::dm::keys::{read_user_type_key, UserKeyType};
 use crate::dm::skcipher::{SecretBuf, Skcipher};
-use crate::dm::work::{flags, WorkqueueConfig};
+use crate::dm::work::{flags, MaxActive, WorkqueueConfig};
 use crate::dm::{
     Args, Bio, CtrError, Device, DeviceVisitor, MapResult, MaySleep, StatusType, StatusWriter,
     Target, TargetCtx, Ti,
@@ -62,6 +62,29 @@ const MAX_IV_SIZE: usize = 64;
 /// Pages and clone bios kept in reserve (dm-crypt keeps `BIO_MAX_VECS` pages, 64 bios).
 const POOL_PAGES: i32 = 256;
 const POOL_BIOS: u32 = 64;
+
+/// The workqueue where reads are decrypted and writes encrypted, as dm-crypt makes its
+/// `kcryptd` queue: by default unbound, with as many work items at once as CPUs online, so that
+/// the bios in flight are en/decrypted on all CPUs whichever CPU submitted or completed them;
+/// with `same_cpu_crypt`, per-CPU and CPU-intensive, one work item at a time per CPU (the work
+/// stays on the CPU that queued it: the submitter's for writes, the completion's for reads);
+/// `high_priority` runs it at high priority.
+const fn kcryptd(same_cpu: bool, high_priority: bool) -> WorkqueueConfig {
+    let common = flags::MEM_RECLAIM | if high_priority { flags::HIGHPRI } else { 0 };
+    if same_cpu {
+        WorkqueueConfig {
+            name: c"kcryptd-rs",
+            flags: common | flags::CPU_INTENSIVE | flags::PERCPU,
+            max_active: MaxActive::Limit(1),
+        }
+    } else {
+        WorkqueueConfig {
+            name: c"kcryptd-rs",
+            flags: common | flags::UNBOUND,
+            max_active: MaxActive::OnlineCpus,
+        }
+    }
+}
 
 /// A key in the kernel keyring, as the table names it.
 struct KeyringRef {
@@ -274,10 +297,8 @@ impl Target for Crypt {
     const NAME: &'static CStr = c"crypt-rs";
     const UPSTREAM_NAME: Option<&'static CStr> = Some(c"crypt");
     const VERSION: [u32; 3] = [1, 29, 0];
-    const WORKQUEUE: Option<WorkqueueConfig> = Some(WorkqueueConfig {
-        name: c"kcryptd-rs",
-        flags: flags::MEM_RECLAIM | flags::PERCPU,
-    });
+    /// dm-crypt's default; the table chooses (`same_cpu_crypt`, `high_priority`) in `new`.
+    const WORKQUEUE: Option<WorkqueueConfig> = Some(kcryptd(false, false));
     const AUDIT_PREFIX: Option<&'static CStr> = Some(c"crypt");
 
     fn new(ctx: &mut TargetCtx<'_>, args: &mut Args<'_>) -> Result<Pin<KBox<Self>>, CtrError> {
@@ -339,6 +360,7 @@ impl Target for Crypt {
             ctx.set_num_discard_bios(1);
         }
         ctx.set_num_flush_bios(1);
+        ctx.set_workqueue(kcryptd(t.same_cpu_crypt(), t.high_priority()));
         // As dm-crypt: each write needs pages of the pool.
         ctx.set_limit_swap_bios(true);
         KBox::pin(

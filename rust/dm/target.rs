@@ -388,6 +388,8 @@ pub struct TargetCtx<'a> {
     devices: KVec<*mut bindings::dm_dev>,
     /// blk-crypto keys started so far; dropped (evicted, wiped) on failure, or kept in the holder.
     keys: Keys,
+    /// The constructor's choice of workqueue for this table, instead of [`Target::WORKQUEUE`].
+    workqueue: Option<WorkqueueConfig>,
     sleep: MaySleep<'a>,
     _p: PhantomData<&'a mut bindings::dm_target>,
 }
@@ -464,6 +466,15 @@ impl<'a> TargetCtx<'a> {
     /// Whether the table is loaded read-only (`dmsetup --readonly`).
     pub fn read_only(&self) -> bool {
         self.mode() & !bindings::DM_RUST_BLK_OPEN_READ == 0
+    }
+
+    /// Makes this table's workqueue as `cfg` says instead of as [`Target::WORKQUEUE`] declares
+    /// (a table option choosing per-CPU or unbound work, say). Only for a target that declares
+    /// a `WORKQUEUE` (the one that `io_done`, `bio_work` and deferred work run on); ignored
+    /// otherwise. The adapter makes the queue once the constructor has returned, and fails the
+    /// table if `cfg`'s flags are not accepted ([`WorkqueueConfig::is_valid`]).
+    pub fn set_workqueue(&mut self, cfg: WorkqueueConfig) {
+        self.workqueue = Some(cfg);
     }
 
     /// Number of empty flush bios device-mapper sends to `map` for each flush.
@@ -583,6 +594,7 @@ impl<T: Target> Adapter<T> {
             ti,
             devices: KVec::new(),
             keys: KVec::new(),
+            workqueue: None,
             sleep,
             _p: PhantomData,
         };
@@ -630,16 +642,9 @@ impl<T: Target> Adapter<T> {
         fn nomem<E>(_: E) -> CtrError {
             CtrError::new(ENOMEM, c"Cannot allocate memory")
         }
-        let wq = match T::WORKQUEUE {
-            Some(cfg) => Some(
-                Workqueue::new(cfg.name, cfg.flags, 0)
-                    .map_err(|e| CtrError::new(e, c"Cannot allocate workqueue"))?,
-            ),
-            None => None,
-        };
         let map_wq = match T::MAP_WORKQUEUE {
             Some(cfg) => Some(
-                Workqueue::new(cfg.name, cfg.flags, 0)
+                Workqueue::new(&cfg)
                     .map_err(|e| CtrError::new(e, c"Cannot allocate workqueue"))?,
             ),
             None => None,
@@ -648,6 +653,15 @@ impl<T: Target> Adapter<T> {
         let argv = unsafe { collect_args(argc, argv) }.map_err(nomem)?;
         let mut args = Args::new(&argv);
         let target = T::new(ctx, &mut args)?;
+        // Made after the constructor, which may choose it per table (`set_workqueue`); nothing
+        // can queue on it before the holder exists. On failure the state is dropped unused.
+        let wq = match T::WORKQUEUE {
+            Some(declared) => Some(
+                Workqueue::new(&ctx.workqueue.take().unwrap_or(declared))
+                    .map_err(|e| CtrError::new(e, c"Cannot allocate workqueue"))?,
+            ),
+            None => None,
+        };
         // The devices move into the holder only once it exists: if the allocation fails, the
         // caller still has them to put.
         let mut holder = KBox::new(

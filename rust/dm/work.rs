@@ -16,13 +16,45 @@ use super::context::MaySleep;
 use super::target::{Target, Ti};
 use crate::bindings;
 
-/// How the adapter creates a target's workqueue.
+/// How the adapter creates a target's workqueue: declared by the target
+/// ([`Target::WORKQUEUE`](super::Target::WORKQUEUE)), or chosen per table by its constructor
+/// ([`TargetCtx::set_workqueue`](super::TargetCtx::set_workqueue)).
 #[derive(Clone, Copy)]
 pub struct WorkqueueConfig {
     /// Name shown in `ps`.
     pub name: &'static CStr,
-    /// `WQ_*` flags, see [`flags`].
+    /// `WQ_*` flags, from [`flags`] only: the adapter refuses any other bit (see
+    /// [`flags::ALLOWED`]).
     pub flags: u32,
+    /// How many work items may run (or sleep) at once.
+    pub max_active: MaxActive,
+}
+
+/// The `max_active` of a workqueue: how many of its work items may be active at once (per CPU
+/// for a per-CPU queue, in all for an unbound one).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum MaxActive {
+    /// The kernel's default (`0` to `alloc_workqueue`: `WQ_DFL_ACTIVE`).
+    Default,
+    /// At most this many (the kernel clamps it to `1..=WQ_MAX_ACTIVE`).
+    Limit(u16),
+    /// As many as there are CPUs online when the queue is made (dm-crypt's unbound queue).
+    OnlineCpus,
+}
+
+/// The kernel's largest `max_active` (`WQ_MAX_ACTIVE`).
+const WQ_MAX_ACTIVE: u32 = 2048;
+
+impl MaxActive {
+    fn to_raw(self) -> i32 {
+        match self {
+            MaxActive::Default => 0,
+            MaxActive::Limit(n) => i32::from(n.max(1)),
+            // SAFETY: reading the number of online CPUs has no precondition.
+            MaxActive::OnlineCpus => unsafe { bindings::dm_rust_num_online_cpus() }
+                .clamp(1, WQ_MAX_ACTIVE) as i32,
+        }
+    }
 }
 
 /// A workqueue; destroying it (on drop) waits for the work queued on it.
@@ -42,14 +74,39 @@ pub mod flags {
     pub const HIGHPRI: u32 = bindings::wq_flags_WQ_HIGHPRI;
     /// Runs work on the CPU that queued it.
     pub const PERCPU: u32 = bindings::wq_flags_WQ_PERCPU;
+    /// Runs work on any CPU the scheduler picks (the kernel's default from 7.x on, named here
+    /// so that a target says which one it means).
+    pub const UNBOUND: u32 = bindings::wq_flags_WQ_UNBOUND;
+    /// Long CPU-bound work (encryption): a per-CPU queue's work item does not hold off the
+    /// other work items of its CPU (meaningless with [`UNBOUND`]).
+    pub const CPU_INTENSIVE: u32 = bindings::wq_flags_WQ_CPU_INTENSIVE;
+    /// Every flag a target may ask for. Others are refused: with `WQ_BH` the work would run in
+    /// softirq context, where the [`MaySleep`](crate::dm::MaySleep) the work functions hand out
+    /// would be a lie; `WQ_FREEZABLE` would stall I/O across a system suspend.
+    pub const ALLOWED: u32 = MEM_RECLAIM | HIGHPRI | PERCPU | UNBOUND | CPU_INTENSIVE;
+}
+
+impl WorkqueueConfig {
+    /// Whether the flags are ones the adapter accepts: only [`flags::ALLOWED`] bits, and not
+    /// both [`flags::PERCPU`] and [`flags::UNBOUND`].
+    pub fn is_valid(&self) -> bool {
+        let both = flags::PERCPU | flags::UNBOUND;
+        self.flags & !flags::ALLOWED == 0 && self.flags & both != both
+    }
 }
 
 impl Workqueue {
-    /// Allocates a workqueue named `name` (shown in `ps`).
-    pub(crate) fn new(name: &'static CStr, flags: u32, max_active: i32) -> Result<Self> {
-        let name = name.as_char_ptr();
-        // SAFETY: `name` is a static C string; the glue formats it with "%s".
-        let wq = unsafe { bindings::dm_rust_alloc_workqueue(name, flags, max_active) };
+    /// Allocates the workqueue `cfg` describes; `EINVAL` for flags it does not accept
+    /// ([`WorkqueueConfig::is_valid`]): its work functions run in process context only.
+    pub(crate) fn new(cfg: &WorkqueueConfig) -> Result<Self> {
+        if !cfg.is_valid() {
+            return Err(EINVAL);
+        }
+        let name = cfg.name.as_char_ptr();
+        // SAFETY: `name` is a static C string; the glue formats it with "%s". The flags are
+        // checked above: no `WQ_BH`, so the work runs in process context.
+        let wq =
+            unsafe { bindings::dm_rust_alloc_workqueue(name, cfg.flags, cfg.max_active.to_raw()) };
         NonNull::new(wq).map(Self).ok_or(ENOMEM)
     }
 

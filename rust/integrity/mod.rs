@@ -87,7 +87,7 @@ use crate::dm::device::QueueLimits;
 use crate::dm::hash::Shash;
 use crate::dm::skcipher::SecretBuf;
 use crate::dm::io::{BlockError, Deferred, DoneIo, IoBlock};
-use crate::dm::work::{flags, Defer, WorkqueueConfig};
+use crate::dm::work::{flags, Defer, MaxActive, WorkqueueConfig};
 use crate::dm::{
     system, Args, Bio, CtrError, Device, DeviceVisitor, MapResult, StatusType, StatusWriter,
     Target, TargetCtx, Ti,
@@ -1054,10 +1054,12 @@ impl Target for Integrity {
     const WORKQUEUE: Option<WorkqueueConfig> = Some(WorkqueueConfig {
         name: c"kintegrity-rs",
         flags: flags::MEM_RECLAIM | flags::PERCPU,
+        max_active: MaxActive::Default,
     });
     const MAP_WORKQUEUE: Option<WorkqueueConfig> = Some(WorkqueueConfig {
         name: c"kintegrity-rs-map",
         flags: flags::MEM_RECLAIM | flags::PERCPU,
+        max_active: MaxActive::Default,
     });
     const AUDIT_PREFIX: Option<&'static CStr> = Some(c"integrity");
 

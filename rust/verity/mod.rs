@@ -357,6 +357,7 @@ impl Target for Verity {
     const WORKQUEUE: Option<WorkqueueConfig> = Some(WorkqueueConfig {
         name: c"kverityd_rs",
         flags: work::flags::MEM_RECLAIM | work::flags::HIGHPRI | work::flags::PERCPU,
+        max_active: work::MaxActive::Default,
     });
     const AUDIT_PREFIX: Option<&'static CStr> = Some(c"verity");
 

@@ -279,6 +279,21 @@ void *dm_rust_mempool_alloc(mempool_t *pool, gfp_t gfp)
 	return mempool_alloc(pool, gfp);
 }
 
+/* Gives every page of a finished clone back to its pool (as dm-crypt's crypt_free_buffer_pages). */
+void dm_rust_bio_free_pages(struct bio *bio, mempool_t *pool)
+{
+	struct bio_vec *bv;
+	struct bvec_iter_all iter_all;
+
+	bio_for_each_segment_all(bv, bio, iter_all)
+		mempool_free(bv->bv_page, pool);
+}
+
+void dm_rust_init_completion(struct completion *x)
+{
+	init_completion(x);
+}
+
 void dm_rust_memzero_explicit(void *s, size_t count)
 {
 	memzero_explicit(s, count);

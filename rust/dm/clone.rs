@@ -8,20 +8,29 @@
 //! and in [`Target::bio_work`](super::Target::bio_work) writes it with
 //! [`TakenIo::write_clone`]: clone bios whose pages come from the target's [`PagePool`] (a
 //! mempool, so the write makes progress under memory pressure instead of failing or
-//! deadlocking), filled block by block by the target from the original's data, each submitted
-//! and waited for. The original completes (in the abstraction, after `bio_work`) with the
-//! clones' status.
+//! deadlocking), filled block by block by the target from the original's data. Each clone is
+//! submitted as soon as it is filled, and the next one filled while the device writes it; once
+//! all are submitted, `write_clone` waits for them all. The original completes (in the
+//! abstraction, after `bio_work`) with the clones' status (the first error, if any).
 //!
-//! Ownership: the clone bios and their pages are local to `write_clone`, which puts every bio and
-//! gives back every page before returning, on every path; the original is the abstraction's and
-//! always completes. A worker that waits for pages holds none (the first page of each clone is
-//! the only one allocated with a sleeping allocation), so workers cannot starve each other of the
-//! pool.
+//! Ownership: a clone bio and its pages are `write_clone`'s until it submits the clone, then the
+//! clone's completion's (`clone_end_io`), which gives the pages back to the pool and puts the
+//! bio, in any context, as dm-crypt's `crypt_endio` does; a clone never submitted is put and its
+//! pages given back by `write_clone` itself. `write_clone` returns only once every clone it
+//! submitted has completed, on every path, so nothing outlives its call, nor the pool and bio set
+//! (the target's). The original is the abstraction's and always completes. A worker that waits
+//! for pages holds none that it could give back itself: the first page of each clone is the only
+//! one allocated with a sleeping allocation, and the pages of its clones in flight come back when
+//! the device completes them, whatever the workers do; so workers cannot starve each other of
+//! the pool.
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
+use kernel::ffi::c_void;
 use kernel::prelude::*;
+use kernel::types::Opaque;
 
 use super::context::MaySleep;
 use super::device::Device;
@@ -109,20 +118,101 @@ struct ClonePages<'a> {
 impl Drop for ClonePages<'_> {
     fn drop(&mut self) {
         for &p in &self.pages[..self.n] {
-            // SAFETY: each page came from this pool and no bio uses it any more (the clone was
-            // waited for, or never submitted).
+            // SAFETY: each page came from this pool and no bio uses it: the clone was never
+            // submitted (once it is, its completion gives the pages back, and `n` is 0).
             unsafe { bindings::mempool_free(p.cast(), self.pool.0.as_ptr()) };
         }
     }
 }
 
-/// A clone bio, put when dropped.
+/// The clones of one [`TakenIo::write_clone`] in flight; each clone's `bi_private`. Pinned on
+/// the stack of `write_clone`, which does not return before [`InFlight::wait`] has seen every
+/// clone complete.
+#[pin_data]
+struct InFlight {
+    /// Clones submitted and not completed yet, plus one for `write_clone` until it waits.
+    pending: AtomicU32,
+    /// The first error a clone completed with (`BLK_STS_OK` while none did).
+    status: AtomicU8,
+    /// The pool the clones' pages go back to (the target's, alive while `write_clone` runs).
+    pool: NonNull<bindings::mempool_t>,
+    /// Completed by the clone completion that brings `pending` to zero while `write_clone`
+    /// waits.
+    #[pin]
+    done: Opaque<bindings::completion>,
+}
+
+impl InFlight {
+    fn new(pool: &PagePool) -> impl PinInit<Self> {
+        let pool = pool.0;
+        pin_init!(Self {
+            pending: AtomicU32::new(1),
+            status: AtomicU8::new(bindings::DM_RUST_BLK_STS_OK),
+            pool,
+            done <- Opaque::ffi_init(|slot: *mut bindings::completion| {
+                // SAFETY: `slot` is the uninitialised, pinned completion of this `InFlight`.
+                unsafe { bindings::dm_rust_init_completion(slot) }
+            }),
+        })
+    }
+
+    /// Gives up `write_clone`'s count and waits until every clone submitted has completed.
+    /// Called once, after the last submission.
+    fn wait(&self, _s: &MaySleep<'_>) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
+            // A clone is still in flight: the completion of the last one completes `done`.
+            // SAFETY: `done` was initialised by `new` and is pinned; waiting may sleep, which
+            // `_s` allows.
+            unsafe { bindings::wait_for_completion_io(self.done.get()) };
+        }
+    }
+}
+
+/// A clone finished (any context): record its status, give its pages back, put it, and wake
+/// `write_clone` if it was the last.
+unsafe extern "C" fn clone_end_io(bio: *mut bindings::bio) {
+    // SAFETY: `write_clone` submitted this clone with `bi_private` pointing to its pinned
+    // `InFlight`, counted in `pending`; `write_clone` does not return (and the `InFlight` stays)
+    // until `pending` is zero, which is not before this clone's `fetch_sub` below, after which
+    // `f` is used only by the completion that brought it to zero, while `write_clone` still waits
+    // for `done`. The block layer is done with the clone: it and its pages (from `f.pool`, added
+    // by `write_clone`, each a whole page of the pool) are ours to free.
+    unsafe {
+        let f = &*(*bio).bi_private.cast::<InFlight>();
+        let status = (*bio).bi_status;
+        if status != bindings::DM_RUST_BLK_STS_OK {
+            let _ = f.status.compare_exchange(
+                bindings::DM_RUST_BLK_STS_OK,
+                status,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        bindings::dm_rust_bio_free_pages(bio, f.pool.as_ptr());
+        bindings::bio_put(bio);
+        if f.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            bindings::complete(f.done.get());
+        }
+    }
+}
+
+/// A clone bio, put when dropped (one that was never submitted).
 struct CloneBio(NonNull<bindings::bio>);
 
 impl Drop for CloneBio {
     fn drop(&mut self) {
-        // SAFETY: the bio is ours: allocated by `write_clone`, and finished or never submitted.
+        // SAFETY: the bio is ours: allocated by `write_clone` and never submitted (a submitted
+        // clone is given up with `into_raw`).
         unsafe { bindings::bio_put(self.0.as_ptr()) };
+    }
+}
+
+impl CloneBio {
+    /// Gives the bio up (to its completion, `clone_end_io`).
+    fn into_raw(self) -> *mut bindings::bio {
+        let p = self.0.as_ptr();
+        core::mem::forget(self);
+        p
     }
 }
 
@@ -130,7 +220,9 @@ impl TakenIo<'_> {
     /// Writes the I/O's data, transformed, to `sector` of `dev` (a write of the same size and
     /// flags as the original), through clone bios with pages from `pool`: `fill(i, src, dst)`
     /// makes block `i` of `block_size` bytes of the clone (`dst`, the target's page) from the
-    /// original's (`src`, never to be changed). Waits for each clone, so it may sleep.
+    /// original's (`src`, never to be changed). Each clone is submitted once filled, the next
+    /// filled while it is written; returns once all have completed (so it may sleep), with the
+    /// first error of the fill, or else of the device.
     pub fn write_clone<E>(
         &self,
         dev: &Device,
@@ -138,8 +230,8 @@ impl TakenIo<'_> {
         block_size: u32,
         pool: &PagePool,
         bios: &BioSet,
-        _s: &MaySleep<'_>,
-        mut fill: impl FnMut(u32, &IoBlock<'_>, &mut IoBlock<'_>) -> Result<(), E>,
+        s: &MaySleep<'_>,
+        fill: impl FnMut(u32, &IoBlock<'_>, &mut IoBlock<'_>) -> Result<(), E>,
     ) -> Result<(), CloneError<E>> {
         let page_size = bindings::DM_RUST_PAGE_SIZE as u32;
         let total = self.size();
@@ -150,6 +242,35 @@ impl TakenIo<'_> {
         {
             return Err(CloneError::Unaligned);
         }
+        pin_init::stack_pin_init!(let in_flight = InFlight::new(pool));
+        // Only shared from here on: the clones' completions see it through `bi_private`.
+        let in_flight: &InFlight = &in_flight;
+        let r = self.submit_clones(dev, sector, block_size, pool, bios, in_flight, s, fill);
+        // The clones submitted refer to `in_flight`: wait for them all, on every path.
+        in_flight.wait(s);
+        r?;
+        match in_flight.status.load(Ordering::Acquire) {
+            bindings::DM_RUST_BLK_STS_OK => Ok(()),
+            status => Err(CloneError::Io(status)),
+        }
+    }
+
+    /// `write_clone`'s loop: fills and submits the clones, each counted in `in_flight` (which
+    /// must stay where it is until [`InFlight::wait`] returns); stops at the first error.
+    #[allow(clippy::too_many_arguments)]
+    fn submit_clones<E>(
+        &self,
+        dev: &Device,
+        sector: u64,
+        block_size: u32,
+        pool: &PagePool,
+        bios: &BioSet,
+        in_flight: &InFlight,
+        _s: &MaySleep<'_>,
+        mut fill: impl FnMut(u32, &IoBlock<'_>, &mut IoBlock<'_>) -> Result<(), E>,
+    ) -> Result<(), CloneError<E>> {
+        let page_size = bindings::DM_RUST_PAGE_SIZE as u32;
+        let total = self.size();
         let mut src_iter = self.iter();
         let mut done = 0u32;
         let mut index = 0u32;
@@ -177,7 +298,8 @@ impl TakenIo<'_> {
             };
             let mut chunk = 0u32;
             while pages.n < want {
-                // Only the first page may wait: a worker waiting holds no pages.
+                // Only the first page may wait: a worker waiting holds no pages but those of
+                // its clones in flight, which their completions give back whatever it does.
                 let gfp = if pages.n == 0 {
                     bindings::DM_RUST_GFP_NOIO
                 } else {
@@ -238,17 +360,22 @@ impl TakenIo<'_> {
                 Err(BlockError::Unaligned) => return Err(CloneError::Unaligned),
                 Err(BlockError::Callback(e)) => return Err(CloneError::Fill(e)),
             }
-            // SAFETY: the clone is complete; `sector + done / 512` is where its data goes.
-            let r = unsafe {
-                (*clone.0.as_ptr()).bi_iter.bi_sector = sector + u64::from(done >> 9);
-                bindings::submit_bio_wait(clone.0.as_ptr())
-            };
-            if r != 0 {
-                // SAFETY: converting an errno has no precondition.
-                return Err(CloneError::Io(unsafe { bindings::errno_to_blk_status(r) }));
+            // SAFETY: the clone is complete; `sector + done / 512` is where its data goes. Its
+            // completion frees it (`clone_end_io`), with `in_flight` (pinned by `write_clone`,
+            // which waits for the count taken here) as `bi_private`.
+            unsafe {
+                let bio = clone.0.as_ptr();
+                (*bio).bi_iter.bi_sector = sector + u64::from(done >> 9);
+                (*bio).bi_private = (in_flight as *const InFlight).cast_mut().cast::<c_void>();
+                (*bio).bi_end_io = Some(clone_end_io);
             }
-            drop(pages);
-            drop(clone);
+            in_flight.pending.fetch_add(1, Ordering::AcqRel);
+            // The pages and the bio now belong to the clone's completion.
+            pages.n = 0;
+            let bio = clone.into_raw();
+            // SAFETY: `bio` is a complete clone for `dev`, which stays open while the target
+            // exists; from here on only `clone_end_io` touches it.
+            unsafe { bindings::submit_bio_noacct(bio) };
             // SAFETY: advancing the original's iterator by the chunk stays within its data.
             unsafe { bindings::dm_rust_bio_advance_iter(self.bio, &mut src_iter, chunk) };
             done += chunk;

@@ -18,7 +18,6 @@
 #include <linux/highmem.h>
 #include <linux/security.h>
 #include <linux/workqueue.h>
-#include <linux/completion.h>
 #include <linux/sched/mm.h>
 #include <linux/key.h>
 #include <linux/cred.h>
@@ -126,7 +125,6 @@ mempool_t *dm_rust_mempool_create_page_pool(int min_nr);
 mempool_t *dm_rust_mempool_create_kmalloc_pool(int min_nr, size_t size);
 void *dm_rust_mempool_alloc(mempool_t *pool, gfp_t gfp);
 void dm_rust_bio_free_pages(struct bio *bio, mempool_t *pool);
-void dm_rust_init_completion(struct completion *x);
 
 #ifdef __BINDGEN__
 /* Constants bindgen cannot evaluate from their macros (casts, expressions). */

@@ -289,11 +289,6 @@ void dm_rust_bio_free_pages(struct bio *bio, mempool_t *pool)
 		mempool_free(bv->bv_page, pool);
 }
 
-void dm_rust_init_completion(struct completion *x)
-{
-	init_completion(x);
-}
-
 void dm_rust_memzero_explicit(void *s, size_t count)
 {
 	memzero_explicit(s, count);

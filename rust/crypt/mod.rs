@@ -6,8 +6,8 @@
 //! Reads are remapped to the device and decrypted in place once it has read them
 //! ([`Target::io_done`], in process context on the target's workqueue). Writes are taken over in
 //! `map` and, on the workqueue ([`Target::bio_work`]), encrypted into clone bios with pages of the
-//! target's own mempool, never in the submitter's pages, then submitted and waited for; the
-//! original completes with the clone's status. Empty flushes go to the device; discards too, with
+//! target's own mempool, never in the submitter's pages, each submitted as soon as it is
+//! encrypted; the original completes when the last clone has, with the first error. Empty flushes go to the device; discards too, with
 //! `allow_discards`.
 //!
 //! Keys live in [`SecretBuf`]s, wiped when dropped (destruction and every error path) and by the
@@ -36,7 +36,7 @@ use crate::bindings;
 use crate::dm::args::parse_hex_exact;
 use crate::dm::bio::Op;
 use crate::dm::saved_args::SavedArgs;
-use crate::dm::clone::{BioSet, CloneError, PagePool};
+use crate::dm::clone::CloneError;
 use crate::dm::device::QueueLimits;
 use crate::dm::io::{DoneIo, TakenIo};
 use crate::dm::keys::{read_user_type_key, UserKeyType};
@@ -265,8 +265,6 @@ pub(crate) struct Crypt {
     suspended: AtomicBool,
     saved: SavedArgs,
     cipher: CipherInfo,
-    pages: PagePool,
-    bios: BioSet,
 }
 
 fn nomem<E>(_: E) -> CtrError {
@@ -351,10 +349,10 @@ impl Target for Crypt {
             }
         };
         let saved = SavedArgs::with_replaced(args, Some((1, &placeholder))).map_err(nomem)?;
-        let pages = PagePool::new(POOL_PAGES)
+        // The pages and bios of the write clones, owned by the abstraction (they outlive
+        // `bio_work`: the clones complete later).
+        ctx.make_clone_pools(POOL_PAGES, POOL_BIOS)
             .map_err(|_| CtrError::new(ENOMEM, c"Cannot allocate page mempool"))?;
-        let bios = BioSet::new(POOL_BIOS)
-            .map_err(|_| CtrError::new(ENOMEM, c"Cannot allocate crypt bioset"))?;
         let key_mutex = KBox::pin_init(new_mutex!(key), GFP_KERNEL).map_err(nomem)?;
         if t.allow_discards() {
             ctx.set_num_discard_bios(1);
@@ -378,8 +376,6 @@ impl Target for Crypt {
                 key: key_mutex,
                 suspended: AtomicBool::new(false),
                 saved,
-                pages,
-                bios,
             },
             GFP_KERNEL,
         )
@@ -451,8 +447,6 @@ impl Target for Crypt {
             &self.dev,
             self.start.wrapping_add(rel),
             self.sector_size,
-            &self.pages,
-            &self.bios,
             s,
             |i, src, dst| {
                 let iv = self.iv(rel.wrapping_add(u64::from(i).wrapping_mul(step)), &mut buf)?;

@@ -9,28 +9,29 @@
 //! [`TakenIo::write_clone`]: clone bios whose pages come from the target's [`PagePool`] (a
 //! mempool, so the write makes progress under memory pressure instead of failing or
 //! deadlocking), filled block by block by the target from the original's data. Each clone is
-//! submitted as soon as it is filled, and the next one filled while the device writes it; once
-//! all are submitted, `write_clone` waits for them all. The original completes (in the
-//! abstraction, after `bio_work`) with the clones' status (the first error, if any).
+//! submitted as soon as it is filled, and the next one filled while the device writes it;
+//! `write_clone` does not wait for them. The original completes (in the abstraction) once
+//! `bio_work` has returned and every clone has completed, with the first error of either, so the
+//! work item is free for the next bio while the device writes (as dm-crypt's `kcryptd`).
 //!
 //! Ownership: a clone bio and its pages are `write_clone`'s until it submits the clone, then the
 //! clone's completion's (`clone_end_io`), which gives the pages back to the pool and puts the
 //! bio, in any context, as dm-crypt's `crypt_endio` does; a clone never submitted is put and its
-//! pages given back by `write_clone` itself. `write_clone` returns only once every clone it
-//! submitted has completed, on every path, so nothing outlives its call, nor the pool and bio set
-//! (the target's). The original is the abstraction's and always completes. A worker that waits
-//! for pages holds none that it could give back itself: the first page of each clone is the only
-//! one allocated with a sleeping allocation, and the pages of its clones in flight come back when
-//! the device completes them, whatever the workers do; so workers cannot starve each other of
-//! the pool.
+//! pages given back by `write_clone` itself. Each clone in flight holds a reference of the
+//! original (in its per-bio data, [`io::put_taken`]), so the original, and with it the target and
+//! its pool and bio set, outlives every clone. The original is the abstraction's and always
+//! completes: the last of its references, the work item's or a clone's, completes it. A worker
+//! that waits for pages holds none that it could give back itself: the first page of each clone
+//! is the only one allocated with a sleeping allocation, and the pages of clones in flight come
+//! back when the device completes them, whatever the workers do; so workers cannot starve each
+//! other of the pool.
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::Ordering;
 
 use kernel::ffi::c_void;
 use kernel::prelude::*;
-use kernel::types::Opaque;
 
 use super::context::MaySleep;
 use super::device::Device;
@@ -40,8 +41,28 @@ use crate::bindings;
 /// Most pages in one clone bio.
 const MAX_CLONE_PAGES: usize = 64;
 
+/// The pools of a target's write clones: pages for their data and bios. A constructor asks for
+/// them ([`TargetCtx::make_clone_pools`](super::TargetCtx::make_clone_pools)); the adapter owns
+/// them and drops them after the target's state, once device-mapper has finished every bio of
+/// the target (the destructor's contract). Clones in flight outlive `bio_work`, but each holds a
+/// reference of its original (in flight until the clone completes), so none outlives the pools.
+pub struct ClonePools {
+    pub(crate) pages: PagePool,
+    bios: BioSet,
+}
+
+impl ClonePools {
+    /// Pools keeping `pages` pages and `bios` bios (with vectors) in reserve.
+    pub(crate) fn new(pages: i32, bios: u32) -> Result<Self> {
+        Ok(Self {
+            pages: PagePool::new(pages)?,
+            bios: BioSet::new(bios)?,
+        })
+    }
+}
+
 /// A mempool of single pages, for the data of clone bios.
-pub struct PagePool(NonNull<bindings::mempool_t>);
+pub(crate) struct PagePool(NonNull<bindings::mempool_t>);
 
 // SAFETY: mempools lock themselves; pages may be taken and given back from any thread.
 unsafe impl Send for PagePool {}
@@ -50,23 +71,29 @@ unsafe impl Sync for PagePool {}
 
 impl PagePool {
     /// A pool keeping `min` pages in reserve.
-    pub fn new(min: i32) -> Result<Self> {
+    fn new(min: i32) -> Result<Self> {
         // SAFETY: creating a page pool has no precondition.
         NonNull::new(unsafe { bindings::dm_rust_mempool_create_page_pool(min) })
             .map(Self)
             .ok_or(ENOMEM)
     }
+
+    pub(crate) fn as_raw(&self) -> *mut bindings::mempool_t {
+        self.0.as_ptr()
+    }
 }
 
 impl Drop for PagePool {
     fn drop(&mut self) {
-        // SAFETY: every page taken was given back (`write_clone` returns them all).
+        // SAFETY: every page taken was given back: by `write_clone` for a clone it did not
+        // submit, by `clone_end_io` for one it did; the pools are dropped (`ClonePools`) only once
+        // no bio of the target, so no clone, is in flight.
         unsafe { bindings::mempool_destroy(self.0.as_ptr()) };
     }
 }
 
 /// A bio set (`struct bio_set`) for clone bios: bios and their vectors from mempools.
-pub struct BioSet(KBox<bindings::bio_set>);
+struct BioSet(KBox<bindings::bio_set>);
 
 // SAFETY: bio sets lock themselves; bios may be allocated and put from any thread.
 unsafe impl Send for BioSet {}
@@ -75,7 +102,7 @@ unsafe impl Sync for BioSet {}
 
 impl BioSet {
     /// A bio set keeping `min` bios (with vectors) in reserve.
-    pub fn new(min: u32) -> Result<Self> {
+    fn new(min: u32) -> Result<Self> {
         // SAFETY: an all-zero `bio_set` is what `bioset_init` expects (as in a kzalloc'ed
         // structure).
         let mut bs = KBox::new(unsafe { core::mem::zeroed::<bindings::bio_set>() }, GFP_KERNEL)?;
@@ -93,7 +120,8 @@ impl BioSet {
 
 impl Drop for BioSet {
     fn drop(&mut self) {
-        // SAFETY: initialised in `new`; every bio of it was put (`write_clone`).
+        // SAFETY: initialised in `new`; every bio of it was put (`write_clone`, `clone_end_io`:
+        // see `PagePool`'s `drop`).
         unsafe { bindings::bioset_exit(&mut *self.0) };
     }
 }
@@ -104,8 +132,11 @@ pub enum CloneError<E> {
     Fill(E),
     /// A block was not contiguous in memory, or the sizes do not fit pages.
     Unaligned,
-    /// The device failed the write: the block layer's status.
+    /// The device failed the write, or no clone could be made: the block layer's status.
     Io(u8),
+    /// The target made no clone pools
+    /// ([`TargetCtx::make_clone_pools`](super::TargetCtx::make_clone_pools)).
+    NoPools,
 }
 
 /// The pages of one clone bio, given back to the pool when dropped.
@@ -125,74 +156,21 @@ impl Drop for ClonePages<'_> {
     }
 }
 
-/// The clones of one [`TakenIo::write_clone`] in flight; each clone's `bi_private`. Pinned on
-/// the stack of `write_clone`, which does not return before [`InFlight::wait`] has seen every
-/// clone complete.
-#[pin_data]
-struct InFlight {
-    /// Clones submitted and not completed yet, plus one for `write_clone` until it waits.
-    pending: AtomicU32,
-    /// The first error a clone completed with (`BLK_STS_OK` while none did).
-    status: AtomicU8,
-    /// The pool the clones' pages go back to (the target's, alive while `write_clone` runs).
-    pool: NonNull<bindings::mempool_t>,
-    /// Completed by the clone completion that brings `pending` to zero while `write_clone`
-    /// waits.
-    #[pin]
-    done: Opaque<bindings::completion>,
-}
-
-impl InFlight {
-    fn new(pool: &PagePool) -> impl PinInit<Self> {
-        let pool = pool.0;
-        pin_init!(Self {
-            pending: AtomicU32::new(1),
-            status: AtomicU8::new(bindings::DM_RUST_BLK_STS_OK),
-            pool,
-            done <- Opaque::ffi_init(|slot: *mut bindings::completion| {
-                // SAFETY: `slot` is the uninitialised, pinned completion of this `InFlight`.
-                unsafe { bindings::dm_rust_init_completion(slot) }
-            }),
-        })
-    }
-
-    /// Gives up `write_clone`'s count and waits until every clone submitted has completed.
-    /// Called once, after the last submission.
-    fn wait(&self, _s: &MaySleep<'_>) {
-        if self.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
-            // A clone is still in flight: the completion of the last one completes `done`.
-            // SAFETY: `done` was initialised by `new` and is pinned; waiting may sleep, which
-            // `_s` allows.
-            unsafe { bindings::wait_for_completion_io(self.done.get()) };
-        }
-    }
-}
-
-/// A clone finished (any context): record its status, give its pages back, put it, and wake
-/// `write_clone` if it was the last.
+/// A clone finished (any context): give its pages back, put it, and give up its reference of
+/// the original, which completes with the first error once the last reference is gone.
 unsafe extern "C" fn clone_end_io(bio: *mut bindings::bio) {
-    // SAFETY: `write_clone` submitted this clone with `bi_private` pointing to its pinned
-    // `InFlight`, counted in `pending`; `write_clone` does not return (and the `InFlight` stays)
-    // until `pending` is zero, which is not before this clone's `fetch_sub` below, after which
-    // `f` is used only by the completion that brought it to zero, while `write_clone` still waits
-    // for `done`. The block layer is done with the clone: it and its pages (from `f.pool`, added
-    // by `write_clone`, each a whole page of the pool) are ours to free.
+    // SAFETY: `write_clone` submitted this clone with `bi_private` pointing to the original's
+    // header, having taken a reference of the original for it: the original, its per-bio data
+    // and its target with the target's clone pools (`clone_pool` is their page pool, set by
+    // `io::take_over`) stay until `put_taken` below. The block layer is done with the clone: it
+    // (from the pools' bio set) and its pages (whole pages of that pool, added by `write_clone`)
+    // are ours to free.
     unsafe {
-        let f = &*(*bio).bi_private.cast::<InFlight>();
+        let hdr = (*bio).bi_private.cast::<io::IoHeader>();
         let status = (*bio).bi_status;
-        if status != bindings::DM_RUST_BLK_STS_OK {
-            let _ = f.status.compare_exchange(
-                bindings::DM_RUST_BLK_STS_OK,
-                status,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
-        }
-        bindings::dm_rust_bio_free_pages(bio, f.pool.as_ptr());
+        bindings::dm_rust_bio_free_pages(bio, (*hdr).clone_pool);
         bindings::bio_put(bio);
-        if f.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            bindings::complete(f.done.get());
-        }
+        io::put_taken(hdr, status);
     }
 }
 
@@ -220,18 +198,19 @@ impl TakenIo<'_> {
     /// Writes the I/O's data, transformed, to `sector` of `dev` (a write of the same size and
     /// flags as the original), through clone bios with pages from `pool`: `fill(i, src, dst)`
     /// makes block `i` of `block_size` bytes of the clone (`dst`, the target's page) from the
-    /// original's (`src`, never to be changed). Each clone is submitted once filled, the next
-    /// filled while it is written; returns once all have completed (so it may sleep), with the
-    /// first error of the fill, or else of the device.
+    /// original's (`src`, never to be changed). Each clone is submitted as soon as it is filled,
+    /// and the next filled while the device writes it. Returns once all are submitted (it may
+    /// sleep for pages and bios), or at the first error of the fill or of an allocation; the
+    /// original completes once `bio_work` has returned and every clone submitted has completed,
+    /// with the first error of `bio_work` or of a clone. The pages and bios come from the target's
+    /// clone pools ([`TargetCtx::make_clone_pools`](super::TargetCtx::make_clone_pools)).
     pub fn write_clone<E>(
         &self,
         dev: &Device,
         sector: u64,
         block_size: u32,
-        pool: &PagePool,
-        bios: &BioSet,
-        s: &MaySleep<'_>,
-        fill: impl FnMut(u32, &IoBlock<'_>, &mut IoBlock<'_>) -> Result<(), E>,
+        _s: &MaySleep<'_>,
+        mut fill: impl FnMut(u32, &IoBlock<'_>, &mut IoBlock<'_>) -> Result<(), E>,
     ) -> Result<(), CloneError<E>> {
         let page_size = bindings::DM_RUST_PAGE_SIZE as u32;
         let total = self.size();
@@ -242,35 +221,13 @@ impl TakenIo<'_> {
         {
             return Err(CloneError::Unaligned);
         }
-        pin_init::stack_pin_init!(let in_flight = InFlight::new(pool));
-        // Only shared from here on: the clones' completions see it through `bi_private`.
-        let in_flight: &InFlight = &in_flight;
-        let r = self.submit_clones(dev, sector, block_size, pool, bios, in_flight, s, fill);
-        // The clones submitted refer to `in_flight`: wait for them all, on every path.
-        in_flight.wait(s);
-        r?;
-        match in_flight.status.load(Ordering::Acquire) {
-            bindings::DM_RUST_BLK_STS_OK => Ok(()),
-            status => Err(CloneError::Io(status)),
-        }
-    }
-
-    /// `write_clone`'s loop: fills and submits the clones, each counted in `in_flight` (which
-    /// must stay where it is until [`InFlight::wait`] returns); stops at the first error.
-    #[allow(clippy::too_many_arguments)]
-    fn submit_clones<E>(
-        &self,
-        dev: &Device,
-        sector: u64,
-        block_size: u32,
-        pool: &PagePool,
-        bios: &BioSet,
-        in_flight: &InFlight,
-        _s: &MaySleep<'_>,
-        mut fill: impl FnMut(u32, &IoBlock<'_>, &mut IoBlock<'_>) -> Result<(), E>,
-    ) -> Result<(), CloneError<E>> {
-        let page_size = bindings::DM_RUST_PAGE_SIZE as u32;
-        let total = self.size();
+        // SAFETY: `clones` is null or the target's pools, which the adapter keeps until the
+        // target is destroyed, after this I/O (lent to `bio_work`, our caller) has completed.
+        let Some(clones) = (unsafe { self.clones.as_ref() }) else {
+            return Err(CloneError::NoPools);
+        };
+        let (pool, bios) = (&clones.pages, &clones.bios);
+        let hdr = self.hdr;
         let mut src_iter = self.iter();
         let mut done = 0u32;
         let mut index = 0u32;
@@ -360,21 +317,23 @@ impl TakenIo<'_> {
                 Err(BlockError::Unaligned) => return Err(CloneError::Unaligned),
                 Err(BlockError::Callback(e)) => return Err(CloneError::Fill(e)),
             }
-            // SAFETY: the clone is complete; `sector + done / 512` is where its data goes. Its
-            // completion frees it (`clone_end_io`), with `in_flight` (pinned by `write_clone`,
-            // which waits for the count taken here) as `bi_private`.
+            // SAFETY: the clone is complete; `sector + done / 512` is where its data goes. It
+            // takes a reference of the original (the work item holds one, so the count is not
+            // zero and the original not completed), which its completion (`clone_end_io`, with
+            // the original's header as `bi_private`) gives up after freeing it.
             unsafe {
                 let bio = clone.0.as_ptr();
                 (*bio).bi_iter.bi_sector = sector + u64::from(done >> 9);
-                (*bio).bi_private = (in_flight as *const InFlight).cast_mut().cast::<c_void>();
+                (*bio).bi_private = hdr.cast::<c_void>();
                 (*bio).bi_end_io = Some(clone_end_io);
+                (*hdr).pending.fetch_add(1, Ordering::AcqRel);
             }
-            in_flight.pending.fetch_add(1, Ordering::AcqRel);
             // The pages and the bio now belong to the clone's completion.
             pages.n = 0;
             let bio = clone.into_raw();
             // SAFETY: `bio` is a complete clone for `dev`, which stays open while the target
-            // exists; from here on only `clone_end_io` touches it.
+            // exists (the original in flight keeps it); from here on only `clone_end_io` touches
+            // it.
             unsafe { bindings::submit_bio_noacct(bio) };
             // SAFETY: advancing the original's iterator by the chunk stays within its data.
             unsafe { bindings::dm_rust_bio_advance_iter(self.bio, &mut src_iter, chunk) };

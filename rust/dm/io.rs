@@ -11,10 +11,12 @@
 
 use core::marker::PhantomData;
 use core::mem::size_of;
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 use kernel::ffi::c_void;
 use kernel::prelude::*;
 
+use super::clone::ClonePools;
 use super::context::MaySleep;
 use super::target::{Target, Ti};
 use crate::bindings;
@@ -31,6 +33,16 @@ pub(crate) struct IoHeader {
     orig_private: *mut c_void,
     /// The bio's position and size at submission (the lower device consumes `bi_iter`).
     iter: bindings::bvec_iter,
+    /// A taken-over bio ([`take_over`]): what keeps it from completing, one for its work item
+    /// until `bio_work` has returned and one for each write clone in flight
+    /// ([`TakenIo::write_clone`]); the last one to go completes it ([`put_taken`]).
+    pub(crate) pending: AtomicU32,
+    /// A taken-over bio: the status it completes with, the first error of `bio_work` or of a
+    /// clone (`BLK_STS_OK` while none).
+    pub(crate) status: AtomicU8,
+    /// A taken-over bio: the page pool of the target's clone pools (null without), to which
+    /// the completions of its write clones give their pages back. Set by [`take_over`].
+    pub(crate) clone_pool: *mut bindings::mempool_t,
 }
 
 /// Bytes of per-bio data a target with deferred completions needs.
@@ -395,7 +407,12 @@ pub(crate) unsafe fn take_over<T: Target>(ti: *mut bindings::dm_target, bio: *mu
         (*hdr).orig_end_io = None;
         (*hdr).orig_private = core::ptr::null_mut();
         (*hdr).iter = (*bio).bi_iter;
+        // The per-bio data is not initialised: write, do not assign (nothing to drop).
+        (&raw mut (*hdr).pending).write(AtomicU32::new(1));
+        (&raw mut (*hdr).status).write(AtomicU8::new(bindings::DM_RUST_BLK_STS_OK));
         let t = Ti::<T>::from_raw(ti);
+        let pool = t.holder().clones.as_ref().map_or(core::ptr::null_mut(), |c| c.pages.as_raw());
+        (&raw mut (*hdr).clone_pool).write(pool);
         match &t.holder().wq {
             Some(wq) => {
                 bindings::dm_rust_init_taken_work(&raw mut (*hdr).work, Some(taken_work::<T>));
@@ -411,35 +428,73 @@ pub(crate) unsafe fn take_over<T: Target>(ti: *mut bindings::dm_target, bio: *mu
     }
 }
 
-/// Process context: the target finishes a bio it took over, then the bio completes.
+/// Process context: the target finishes a bio it took over; the bio completes once its write
+/// clones in flight, if any, have completed too.
 unsafe extern "C" fn taken_work<T: Target>(w: *mut bindings::work_struct) {
     // SAFETY: `w` is the first field of an `IoHeader` (`repr(C)`) in a taken-over bio's per-bio
-    // data, queued by `take_over`; the bio is in flight until `bio_endio` below, so its target is
-    // alive (device-mapper waits for in-flight bios before destroying a target); work items run
-    // in process context.
+    // data, queued by `take_over`; the bio is in flight until its last reference goes (the work
+    // item's, given up below, is one), so its target is alive (device-mapper waits for in-flight
+    // bios before destroying a target); work items run in process context.
     unsafe {
         let hdr = w.cast::<IoHeader>();
         let ti = Ti::<T>::from_raw((*hdr).ti);
         let bio = bindings::dm_bio_from_per_bio_data(hdr.cast(), PER_IO_SIZE as usize);
+        let clones = ti
+            .holder()
+            .clones
+            .as_ref()
+            .map_or(core::ptr::null(), |c| c as *const ClonePools);
         let mut io = TakenIo {
             bio,
             hdr,
+            clones,
             _p: PhantomData,
         };
         let s = MaySleep::new();
         let status = ti.holder().target.bio_work(ti, &mut io, &s);
-        (*bio).bi_status = status;
-        bindings::bio_endio(bio);
+        put_taken(hdr, status);
+    }
+}
+
+/// Gives up one reference of a taken-over bio ([`IoHeader::pending`]), recording `status` if it
+/// is the first error; the last reference completes the bio with the status recorded. Any
+/// context.
+///
+/// # Safety
+///
+/// `hdr` is the header of a bio taken over by [`take_over`], and the caller holds one of its
+/// references, which it gives up here (neither it nor `hdr` is used by the caller afterwards).
+pub(crate) unsafe fn put_taken(hdr: *mut IoHeader, status: u8) {
+    // SAFETY: the caller's reference keeps the bio, and so its per-bio data, from completing
+    // until the `fetch_sub` below; only the caller that takes the count to zero uses them after
+    // it, and completes the bio last.
+    unsafe {
+        if status != bindings::DM_RUST_BLK_STS_OK {
+            let _ = (*hdr).status.compare_exchange(
+                bindings::DM_RUST_BLK_STS_OK,
+                status,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        if (*hdr).pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let bio = bindings::dm_bio_from_per_bio_data(hdr.cast(), PER_IO_SIZE as usize);
+            (*bio).bi_status = (*hdr).status.load(Ordering::Acquire);
+            bindings::bio_endio(bio);
+        }
     }
 }
 
 /// A bio that `map` took over ([`MapResult::CompleteInWork`](super::MapResult)), in process
-/// context; it completes, with the status `bio_work` returns, after `bio_work`. Its data is the
+/// context; it completes after `bio_work` (and after the write clones `bio_work` submitted, if
+/// any), with the status `bio_work` returns, or the first error of a clone. Its data is the
 /// submitter's: readable as [`IoBlock`]s, and never to be changed for a write (write a clone of
 /// it, [`TakenIo::write_clone`]).
 pub struct TakenIo<'a> {
     pub(crate) bio: *mut bindings::bio,
     pub(crate) hdr: *mut IoHeader,
+    /// The target's clone pools (in the adapter's holder), null if it has none.
+    pub(crate) clones: *const ClonePools,
     _p: PhantomData<&'a mut bindings::bio>,
 }
 

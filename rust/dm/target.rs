@@ -12,6 +12,7 @@ use kernel::prelude::*;
 use super::args::{ArgError, Args};
 use super::bio::{Bio, Op};
 use super::blk_crypto::Keys;
+use super::clone::ClonePools;
 use super::context::MaySleep;
 use super::device::{Device, DeviceVisitor, QueueLimits};
 use super::io::{self, Deferred, DoneIo};
@@ -216,6 +217,8 @@ pub(crate) struct Holder<T: Target> {
     pub(crate) wq: Option<Workqueue>,
     pub(crate) map_wq: Option<Workqueue>,
     pub(crate) target: Pin<KBox<T>>,
+    /// The pools of the target's write clones, if it asked for them.
+    pub(crate) clones: Option<ClonePools>,
     pub(crate) keys: Keys,
     devices: KVec<*mut bindings::dm_dev>,
 }
@@ -390,6 +393,8 @@ pub struct TargetCtx<'a> {
     keys: Keys,
     /// The constructor's choice of workqueue for this table, instead of [`Target::WORKQUEUE`].
     workqueue: Option<WorkqueueConfig>,
+    /// The pools of the target's write clones, made by `make_clone_pools`; kept in the holder.
+    clones: Option<ClonePools>,
     sleep: MaySleep<'a>,
     _p: PhantomData<&'a mut bindings::dm_target>,
 }
@@ -475,6 +480,17 @@ impl<'a> TargetCtx<'a> {
     /// table if `cfg`'s flags are not accepted ([`WorkqueueConfig::is_valid`]).
     pub fn set_workqueue(&mut self, cfg: WorkqueueConfig) {
         self.workqueue = Some(cfg);
+    }
+
+    /// Makes the pools of the target's write clones
+    /// ([`TakenIo::write_clone`](super::io::TakenIo::write_clone)), keeping `pages` pages and
+    /// `bios` bios in reserve. The adapter owns them and drops them after the target's state,
+    /// once no bio of the target is in flight.
+    pub fn make_clone_pools(&mut self, pages: i32, bios: u32) -> Result<(), CtrError> {
+        let pools = ClonePools::new(pages, bios)
+            .map_err(|e| CtrError::new(e, c"Cannot allocate clone pools"))?;
+        self.clones = Some(pools);
+        Ok(())
     }
 
     /// Number of empty flush bios device-mapper sends to `map` for each flush.
@@ -595,6 +611,7 @@ impl<T: Target> Adapter<T> {
             devices: KVec::new(),
             keys: KVec::new(),
             workqueue: None,
+            clones: None,
             sleep,
             _p: PhantomData,
         };
@@ -669,6 +686,7 @@ impl<T: Target> Adapter<T> {
                 wq,
                 map_wq,
                 target,
+                clones: ctx.clones.take(),
                 keys: KVec::new(),
                 devices: KVec::new(),
             },
@@ -699,6 +717,7 @@ impl<T: Target> Adapter<T> {
             wq,
             map_wq,
             target,
+            clones,
             keys,
             devices,
         } = KBox::into_inner(holder);
@@ -706,6 +725,8 @@ impl<T: Target> Adapter<T> {
         drop(map_wq);
         drop(wq);
         drop(target);
+        // No bio is in flight (the destructor's contract), so no write clone either.
+        drop(clones);
         // No bio is in flight (the destructor's contract): nothing refers to the keys.
         drop(keys);
         // SAFETY: `devices` were opened for `ti` in `ctr`; the state that used them is gone.

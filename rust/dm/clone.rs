@@ -196,14 +196,14 @@ impl CloneBio {
 
 impl TakenIo<'_> {
     /// Writes the I/O's data, transformed, to `sector` of `dev` (a write of the same size and
-    /// flags as the original), through clone bios with pages from `pool`: `fill(i, src, dst)`
-    /// makes block `i` of `block_size` bytes of the clone (`dst`, the target's page) from the
-    /// original's (`src`, never to be changed). Each clone is submitted as soon as it is filled,
-    /// and the next filled while the device writes it. Returns once all are submitted (it may
-    /// sleep for pages and bios), or at the first error of the fill or of an allocation; the
-    /// original completes once `bio_work` has returned and every clone submitted has completed,
-    /// with the first error of `bio_work` or of a clone. The pages and bios come from the target's
-    /// clone pools ([`TargetCtx::make_clone_pools`](super::TargetCtx::make_clone_pools)).
+    /// flags as the original), through clone bios with pages of the target's clone pools:
+    /// `fill(i, src, dst)` makes block `i` of `block_size` bytes of the clone (`dst`, the
+    /// target's page) from the original's (`src`, never to be changed). Each clone is submitted
+    /// as soon as it is filled, and the next filled while the device writes it. Returns once all
+    /// are submitted (it may sleep for pages and bios), or at the first error of the fill or of
+    /// an allocation; the original completes once `bio_work` has returned and every clone
+    /// submitted has completed, with the first error of `bio_work` or of a clone. The pools are
+    /// made by the constructor ([`TargetCtx::make_clone_pools`](super::TargetCtx::make_clone_pools)).
     pub fn write_clone<E>(
         &self,
         dev: &Device,

@@ -1088,6 +1088,9 @@ test_tags_for_layer_above() {
 		fi
 	done
 	dmesg | tail -n 20 | grep -q "INTEGRITY AEAD ERROR" || fail "no INTEGRITY AEAD ERROR from dm-crypt"
+	# Written again, the sector reads.
+	write_at /dev/mapper/rs_ic 1048576 "$a"
+	read_at /dev/mapper/rs_ic 1048576 1048576 | cmp -s - "$a" || fail "the rewritten sector does not read back"
 
 	mkfs.ext4 -q /dev/mapper/rs_ic
 	mnt=$SCRATCH/mnt

@@ -1054,9 +1054,7 @@ test_tags_for_layer_above() {
 		fail "integrity profile: tag_size $(cat /sys/block/$dm/integrity/tag_size)," \
 			"interval $(cat /sys/block/$dm/integrity/protection_interval_bytes)"
 	# Every tag written once (what cryptsetup's wipe does): the whole device reads.
-	dd if=/dev/zero of=/dev/mapper/rs_ic bs=1M count=$((provided / 2048)) oflag=direct status=none
-	dd if=/dev/zero of=/dev/mapper/rs_ic bs=512 seek=$((provided / 2048 * 2048)) count=$((provided % 2048)) \
-		oflag=direct status=none
+	dd if=/dev/zero of=/dev/mapper/rs_ic bs=1M iflag=count_bytes count=$((provided * 512)) oflag=direct status=none
 	a=$(random_file 1048576)
 	write_at /dev/mapper/rs_ic 1048576 "$a"
 	read_at /dev/mapper/rs_ic 1048576 1048576 | cmp -s - "$a" || fail "read back through dm-crypt on ours differs"

@@ -175,7 +175,12 @@ impl Bio {
     /// The payload's pages are the layer above's memory (with io_uring's metadata, user pages
     /// user space may change): they are only ever copied, never lent as a slice (as
     /// [`IoBlock`](super::io::IoBlock)).
-    fn copy_integrity(&self, offset: u32, len: usize, mut f: impl FnMut(*mut u8, usize, usize)) -> Result<(), ()> {
+    fn copy_integrity(
+        &self,
+        offset: u32,
+        len: usize,
+        mut f: impl FnMut(*mut u8, usize, usize),
+    ) -> Result<(), ()> {
         // SAFETY: the bio is valid (type invariant).
         let bip = unsafe { bindings::dm_rust_bio_integrity(self.as_raw()) };
         if bip.is_null() {

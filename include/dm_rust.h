@@ -10,6 +10,7 @@
 #define DM_RUST_H
 
 #include <linux/bio.h>
+#include <linux/bio-integrity.h>
 #include <linux/blk-crypto.h>
 #include <linux/blkdev.h>
 #include <linux/device-mapper.h>
@@ -88,6 +89,12 @@ struct workqueue_struct *dm_rust_alloc_workqueue(const char *name, unsigned int 
 unsigned int dm_rust_num_online_cpus(void);
 struct bio_vec dm_rust_bio_iter_iovec(struct bio *bio, struct bvec_iter iter);
 void dm_rust_bio_advance_iter(struct bio *bio, struct bvec_iter *iter, unsigned int bytes);
+struct bio_integrity_payload *dm_rust_bio_integrity(struct bio *bio);
+struct bio_integrity_payload *dm_rust_bio_detach_integrity(struct bio *bio);
+void dm_rust_bio_attach_integrity(struct bio *bio, struct bio_integrity_payload *bip);
+struct bio_vec dm_rust_bip_iter_bvec(struct bio_integrity_payload *bip, struct bvec_iter iter);
+void dm_rust_bip_advance_iter(struct bio_integrity_payload *bip, struct bvec_iter *iter,
+			      unsigned int bytes);
 void *dm_rust_kmap_local_page(struct page *page);
 void dm_rust_kunmap_local(const void *addr);
 void dm_rust_flush_workqueue(struct workqueue_struct *wq);

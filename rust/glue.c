@@ -124,6 +124,39 @@ void dm_rust_bio_advance_iter(struct bio *bio, struct bvec_iter *iter, unsigned 
 	bio_advance_iter(bio, iter, bytes);
 }
 
+struct bio_integrity_payload *dm_rust_bio_integrity(struct bio *bio)
+{
+	return bio_integrity(bio);
+}
+
+/* Takes the payload off a bio that goes down to a device without it (see io.rs `hook`). */
+struct bio_integrity_payload *dm_rust_bio_detach_integrity(struct bio *bio)
+{
+	struct bio_integrity_payload *bip = bio_integrity(bio);
+
+	bio->bi_integrity = NULL;
+	bio->bi_opf &= ~REQ_INTEGRITY;
+	return bip;
+}
+
+/* Puts a detached payload back before the bio completes. */
+void dm_rust_bio_attach_integrity(struct bio *bio, struct bio_integrity_payload *bip)
+{
+	bio->bi_integrity = bip;
+	bio->bi_opf |= REQ_INTEGRITY;
+}
+
+struct bio_vec dm_rust_bip_iter_bvec(struct bio_integrity_payload *bip, struct bvec_iter iter)
+{
+	return bvec_iter_bvec(bip->bip_vec, iter);
+}
+
+void dm_rust_bip_advance_iter(struct bio_integrity_payload *bip, struct bvec_iter *iter,
+			      unsigned int bytes)
+{
+	bvec_iter_advance(bip->bip_vec, iter, bytes);
+}
+
 void *dm_rust_kmap_local_page(struct page *page)
 {
 	return kmap_local_page(page);

@@ -19,7 +19,9 @@
 # does; an entry whose data does not match its tag fails the device. Mode J: integritysetup's
 # default mode drives ours, ext4 on it survives fsck, a clean close leaves the journal whole and
 # empty, the kernel's target reads what ours wrote and the other way round, and the kernel
-# replays the journal of a crash of ours.
+# replays the journal of a crash of ours. Tags for the layer above (no internal_hash): the
+# kernel's dm-crypt in an authenticated mode stores its tags in ours, and the kernel's
+# dm-integrity reads them, and the other way round.
 #
 # Formatting: a blank device formatted by ours is byte for byte what the kernel's format
 # leaves (modes D, J and B), each target opens what the other formatted, and plain
@@ -1016,6 +1018,92 @@ upstream_integrity_off() {
 	load_module
 }
 
+# Tags for the layer above (no internal_hash), as LUKS2 --integrity uses them: the kernel's
+# dm-crypt in an authenticated mode (authenc(hmac(sha256),xts(aes)), 32-byte tags) on $INTEG.
+# A blank device formatted by $INTEG's constructor; the mapped device has an integrity profile
+# of 32 bytes per 512; data written through dm-crypt on ours (mode J) reads back, the kernel's
+# dm-integrity under the same dm-crypt reads it and writes more, ours (mode D) reads that; a
+# changed ciphertext sector fails exactly that sector's read in dm-crypt's tag check; ext4 on
+# the stack survives fsck. Modes B and allow_discards need an internal hash and are refused.
+test_tags_for_layer_above() {
+	local loop provided key ctable a b ct i mnt dm
+	modprobe dm-crypt || fail "no dm-crypt"
+	loop=$(make_loop $MB)
+	dmsetup create rs_i --table "0 1 $INTEG $loop 0 32 J 0"
+	provided=$(status_field rs_i 2)
+	dmsetup remove --retry rs_i
+	[ "$provided" -gt 8192 ] || fail "provided data sectors: $provided"
+	if [ "$DM_RUST_IMPL" = rust ]; then
+		expect_table_refused rs_i "Bitmap mode can be only used with internal hash" "0 8 $INTEG $loop 0 32 B 0"
+		expect_table_refused rs_i "Discard can be only used with internal hash" \
+			"0 8 $INTEG $loop 0 32 J 1 allow_discards"
+	fi
+	key=$(head -c 96 /dev/urandom | od -An -tx1 | tr -d ' \n')
+	ctable="0 $provided crypt capi:authenc(hmac(sha256),xts(aes))-plain64 $key 0 /dev/mapper/rs_i 0 1 integrity:32:aead"
+	# stack <integrity target> <mode>: dm-crypt (rs_ic) on it (rs_i).
+	stack() {
+		dmsetup create rs_i --table "0 $provided $1 $loop 0 32 $2 0" &&
+			dmsetup create rs_ic --table "$ctable"
+	}
+	unstack() { dmsetup remove --retry rs_ic && dmsetup remove --retry rs_i; }
+
+	stack "$INTEG" J || fail "dm-crypt with integrity:32:aead refused $INTEG"
+	dm=$(block_name /dev/mapper/rs_i)
+	[ "$(cat /sys/block/$dm/integrity/tag_size)" = 32 ] &&
+		[ "$(cat /sys/block/$dm/integrity/protection_interval_bytes)" = 512 ] ||
+		fail "integrity profile: tag_size $(cat /sys/block/$dm/integrity/tag_size)," \
+			"interval $(cat /sys/block/$dm/integrity/protection_interval_bytes)"
+	# Every tag written once (what cryptsetup's wipe does): the whole device reads.
+	dd if=/dev/zero of=/dev/mapper/rs_ic bs=1M iflag=count_bytes count=$((provided * 512)) oflag=direct status=none
+	a=$(random_file 1048576)
+	write_at /dev/mapper/rs_ic 1048576 "$a"
+	read_at /dev/mapper/rs_ic 1048576 1048576 | cmp -s - "$a" || fail "read back through dm-crypt on ours differs"
+	unstack
+	stack integrity J
+	read_at /dev/mapper/rs_ic 1048576 1048576 | cmp -s - "$a" || fail "the kernel's dm-integrity gives dm-crypt other data"
+	b=$(random_file 1048576)
+	write_at /dev/mapper/rs_ic 3145728 "$b"
+	dd if=/dev/mapper/rs_ic of=/dev/null bs=1M iflag=direct status=none || fail "a read through the kernel's dm-integrity failed"
+	unstack
+	stack "$INTEG" D
+	read_at /dev/mapper/rs_ic 3145728 1048576 | cmp -s - "$b" || fail "ours gives dm-crypt other data than the kernel's wrote"
+	dd if=/dev/mapper/rs_ic of=/dev/null bs=1M iflag=direct status=none || fail "a read through ours failed"
+	unstack
+
+	# Sector 5 of $a's ciphertext, found on the loop device and changed there.
+	dmsetup create rs_i --table "0 $provided $INTEG $loop 0 32 J 0"
+	ct=$(mktemp "$SCRATCH/ct.XXXXXX")
+	read_at /dev/mapper/rs_i $((1048576 + 5 * 512)) 512 >"$ct"
+	dmsetup remove --retry rs_i
+	corrupt_on_dev "$ct" 0 "$loop" >/dev/null || fail "ciphertext not found on $loop"
+	blockdev --flushbufs "$loop"
+	stack "$INTEG" J
+	for i in $(seq 0 15); do
+		if read_at /dev/mapper/rs_ic $((1048576 + i * 512)) 512 >/dev/null 2>&1; then
+			[ "$i" != 5 ] || fail "the changed sector read without error"
+		else
+			[ "$i" = 5 ] || fail "sector $i failed, only 5 was changed"
+		fi
+	done
+	dmesg | tail -n 20 | grep -q "INTEGRITY AEAD ERROR" || fail "no INTEGRITY AEAD ERROR from dm-crypt"
+	# Written again, the sector reads.
+	write_at /dev/mapper/rs_ic 1048576 "$a"
+	read_at /dev/mapper/rs_ic 1048576 1048576 | cmp -s - "$a" || fail "the rewritten sector does not read back"
+
+	mkfs.ext4 -q /dev/mapper/rs_ic
+	mnt=$SCRATCH/mnt
+	mkdir "$mnt"
+	mount /dev/mapper/rs_ic "$mnt"
+	cp "$a" "$mnt/a"
+	sync -f "$mnt/a"
+	umount "$mnt"
+	fsck.ext4 -fn /dev/mapper/rs_ic || fail "fsck found errors"
+	mount /dev/mapper/rs_ic "$mnt"
+	cmp -s "$mnt/a" "$a" || fail "the file differs after a remount"
+	umount "$mnt"
+	unstack
+}
+
 # integritysetup open --integrity-bitmap-mode drives ours (registered as "integrity"): the table
 # line is mode B with its options, data written reads back, a clean close clears the flag, and
 # the kernel's target then reads the data.
@@ -1142,7 +1230,7 @@ if ! integrity_setup; then
 	run_test setup fail "cannot load dm-integrity and dm_rust without upstream names"
 	ktap_finish
 fi
-ktap_plan 24
+ktap_plan 25
 run_test round_trip_crc32c test_round_trip_crc32c
 run_test hmac_fix_hmac test_hmac_fix_hmac
 run_test hmac_legacy test_hmac_legacy
@@ -1164,11 +1252,13 @@ run_test journal_replay_corrupt test_journal_replay_corrupt
 run_test journal_integritysetup test_journal_integritysetup
 run_test journal_ext4 test_journal_ext4
 run_test journal_crash_interop test_journal_crash_interop
+run_test tags_for_layer_above test_tags_for_layer_above
 run_test bitmap_integritysetup test_bitmap_integritysetup
 run_test format_like_kernel test_format_like_kernel
 run_test format_integritysetup test_format_integritysetup
 # The kernel's dm_integrity would keep dm_rust from loading with upstream names (a later script's
 # verity) under the same name: unload it, and dm_rust loaded without upstream names.
 rmmod dm_integrity 2>/dev/null || true
+rmmod dm_crypt 2>/dev/null || true
 [ "$DM_RUST_IMPL" != rust ] || unload_module 2>/dev/null || true
 ktap_finish

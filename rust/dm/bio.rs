@@ -133,4 +133,85 @@ impl Bio {
         self.set_dev(dev);
         self.set_sector(sector);
     }
+
+    /// Size in bytes of the integrity metadata (per-block tags) the layer above attached to the
+    /// bio (its integrity payload), or `None` without one. Only a target whose mapped device
+    /// has an integrity profile ([`QueueLimits::set_integrity`](super::device::QueueLimits))
+    /// gets bios with one; dm-crypt's authenticated modes are such a layer.
+    pub fn integrity_size(&self) -> Option<u32> {
+        // SAFETY: the bio is valid (type invariant); a payload it has lives as long as it does.
+        let bip = unsafe { bindings::dm_rust_bio_integrity(self.as_raw()) };
+        // SAFETY: a non-null payload is valid (see above).
+        (!bip.is_null()).then(|| unsafe { (*bip).bip_iter.bi_size })
+    }
+
+    /// Copies bytes `[offset, offset + dst.len())` of the bio's integrity metadata into `dst`
+    /// (a write's tags). `Err` if the bio has no integrity payload or it is shorter.
+    pub fn copy_integrity_to(&self, offset: u32, dst: &mut [u8]) -> Result<(), ()> {
+        let to = dst.as_mut_ptr();
+        // SAFETY: `copy_integrity` hands out `n` mapped bytes of the payload at `p`, and `at +
+        // n <= dst.len()`; `dst` is our memory and does not overlap the payload.
+        self.copy_integrity(offset, dst.len(), |p, at, n| unsafe {
+            bindings::memcpy(to.add(at).cast(), p.cast(), n);
+        })
+    }
+
+    /// Overwrites bytes `[offset, offset + src.len())` of the bio's integrity metadata with
+    /// `src` (a read's tags, before the read goes down). `Err` if the bio has no integrity
+    /// payload or it is shorter.
+    pub fn copy_integrity_from(&mut self, offset: u32, src: &[u8]) -> Result<(), ()> {
+        let from = src.as_ptr();
+        // SAFETY: as in `copy_integrity_to`; the payload is the layer above's buffer for this
+        // bio's tags, which it does not look at before the bio completes (`&mut self`: the bio is
+        // not yet submitted).
+        self.copy_integrity(offset, src.len(), |p, at, n| unsafe {
+            bindings::memcpy(p.cast(), from.add(at).cast(), n);
+        })
+    }
+
+    /// Calls `f(ptr, at, n)` for each piece of bytes `[offset, offset + len)` of the integrity
+    /// payload, mapped at `ptr` for the call, `at` bytes into the range.
+    ///
+    /// The payload's pages are the layer above's memory (with io_uring's metadata, user pages
+    /// user space may change): they are only ever copied, never lent as a slice (as
+    /// [`IoBlock`](super::io::IoBlock)).
+    fn copy_integrity(
+        &self,
+        offset: u32,
+        len: usize,
+        mut f: impl FnMut(*mut u8, usize, usize),
+    ) -> Result<(), ()> {
+        // SAFETY: the bio is valid (type invariant).
+        let bip = unsafe { bindings::dm_rust_bio_integrity(self.as_raw()) };
+        if bip.is_null() {
+            return Err(());
+        }
+        // A copy of the payload's position: the bio's own is not moved.
+        // SAFETY: `bip` is the bio's valid payload (see above).
+        let mut iter = unsafe { (*bip).bip_iter };
+        let end = u64::from(offset) + len as u64;
+        if end > u64::from(iter.bi_size) {
+            return Err(());
+        }
+        // SAFETY: `offset <= bi_size` (checked above): advancing stays within the payload.
+        unsafe { bindings::dm_rust_bip_advance_iter(bip, &mut iter, offset) };
+        let mut at = 0;
+        while at < len {
+            // SAFETY: `iter` is within the payload and has `len - at > 0` bytes left (above).
+            let bv = unsafe { bindings::dm_rust_bip_iter_bvec(bip, iter) };
+            let n = (bv.bv_len as usize).min(len - at);
+            // SAFETY: `bv` is a segment of the payload: its page is valid while the bio is, and
+            // `bvec_iter_bvec` keeps a segment within one page; `kmap_local_page` maps it until
+            // the matching `kunmap_local`.
+            let base = unsafe { bindings::dm_rust_kmap_local_page(bv.bv_page) }.cast::<u8>();
+            // SAFETY: `bv_offset + n <= PAGE_SIZE` (the segment lies in the mapped page).
+            f(unsafe { base.add(bv.bv_offset as usize) }, at, n);
+            // SAFETY: `base` was mapped above and is not used again.
+            unsafe { bindings::dm_rust_kunmap_local(base.cast()) };
+            // SAFETY: `n` bytes of the payload are left at `iter` (`n <= bv_len`).
+            unsafe { bindings::dm_rust_bip_advance_iter(bip, &mut iter, n as u32) };
+            at += n;
+        }
+        Ok(())
+    }
 }

@@ -247,4 +247,26 @@ impl QueueLimits<'_> {
     pub fn set_max_segment_size(&mut self, size: u32) {
         self.l.max_segment_size = size;
     }
+
+    /// Gives the mapped device an integrity profile without a checksum: `tag_bytes` of metadata
+    /// for each `2^interval_exp`-byte block, which the layer above fills (dm-crypt's
+    /// authenticated modes) and the target stores. Bios then carry the tags as their integrity
+    /// payload ([`Bio::integrity_size`](super::Bio::integrity_size)). Only for a target type
+    /// with `DM_TARGET_INTEGRITY` in its features (device-mapper keeps the profile only then).
+    pub fn set_integrity(&mut self, tag_bytes: u8, interval_exp: u8) {
+        let bi = &mut self.l.integrity;
+        bi.flags = 0;
+        bi.csum_type = bindings::blk_integrity_checksum_BLK_INTEGRITY_CSUM_NONE;
+        bi.metadata_size = tag_bytes;
+        bi.tag_size = tag_bytes;
+        bi.pi_offset = 0;
+        bi.pi_tuple_size = 0;
+        bi.interval_exp = interval_exp;
+    }
+
+    /// Lets bios carry integrity payloads of any number of segments (a target that copies the
+    /// payload rather than passing it to a device).
+    pub fn set_max_integrity_segments_unlimited(&mut self) {
+        self.l.max_integrity_segments = u16::MAX;
+    }
 }

@@ -33,6 +33,9 @@ pub(crate) struct IoHeader {
     orig_private: *mut c_void,
     /// The bio's position and size at submission (the lower device consumes `bi_iter`).
     iter: bindings::bvec_iter,
+    /// A hooked bio of a target that stores its tags itself: the integrity payload taken off
+    /// it while it is down (null if none), put back before it completes.
+    integrity: *mut bindings::bio_integrity_payload,
     /// A taken-over bio ([`take_over`]): what keeps it from completing, one for its work item
     /// until `bio_work` has returned and one for each write clone in flight
     /// ([`TakenIo::write_clone`]); the last one to go completes it ([`put_taken`]).
@@ -64,9 +67,28 @@ pub(crate) unsafe fn hook<T: Target>(ti: *mut bindings::dm_target, bio: *mut bin
         (*hdr).orig_end_io = (*bio).bi_end_io;
         (*hdr).orig_private = (*bio).bi_private;
         (*hdr).iter = (*bio).bi_iter;
+        // A target that stores the tags itself (`DM_TARGET_INTEGRITY`) has copied what it needs
+        // of the payload: the device below, which has no such profile, must not see it.
+        (*hdr).integrity = if stores_integrity::<T>() {
+            bindings::dm_rust_bio_detach_integrity(bio)
+        } else {
+            core::ptr::null_mut()
+        };
         (*bio).bi_end_io = Some(end_io::<T>);
         (*bio).bi_private = hdr.cast();
     }
+}
+
+/// Whether targets of type `T` keep the integrity payload of their bios themselves (their mapped
+/// device's integrity profile is their own: `DM_TARGET_INTEGRITY`), rather than passing it down.
+pub(crate) const fn stores_integrity<T: Target>() -> bool {
+    T::FEATURES & bindings::DM_TARGET_INTEGRITY as u64 != 0
+}
+
+/// A bio of such a target that would go down with its payload, where no completion hook could
+/// put it back: the caller fails it instead.
+pub(crate) fn payload_would_go_down<T: Target>(bio: &super::Bio) -> bool {
+    stores_integrity::<T>() && bio.integrity_size().is_some()
 }
 
 /// The lower device finished the bio (any context): queue the work on the target's workqueue.
@@ -99,6 +121,9 @@ unsafe fn finish(bio: *mut bindings::bio, hdr: *mut IoHeader, status: u8) {
     // SAFETY: the caller guarantees a hooked, finished bio and its header; nothing touches
     // `hdr` or `bio` after `bio_endio`.
     unsafe {
+        if !(*hdr).integrity.is_null() {
+            bindings::dm_rust_bio_attach_integrity(bio, (*hdr).integrity);
+        }
         (*bio).bi_end_io = (*hdr).orig_end_io;
         (*bio).bi_private = (*hdr).orig_private;
         (*bio).bi_status = status;
@@ -179,7 +204,17 @@ unsafe extern "C" fn map_work<T: Target>(w: *mut bindings::work_struct) {
             .holder()
             .target
             .map_deferred(ti, super::Bio::from_raw(raw), &s);
+        let hooked = T::HAS_IO_DONE && matches!(decision, Deferred::RemappedCompleteInWork);
         match decision {
+            // The tags would go to a device that does not expect them, and no hook would put
+            // them back for the bio's owner (see `hook`).
+            Deferred::Remapped | Deferred::RemappedCompleteInWork
+                if !hooked && payload_would_go_down::<T>(super::Bio::from_raw(raw)) =>
+            {
+                pr_err!("dm-rust: a bio with tags remapped without io_done: failed\n");
+                (*raw).bi_status = bindings::DM_RUST_BLK_STS_IOERR;
+                bindings::bio_endio(raw);
+            }
             Deferred::Remapped => bindings::dm_submit_bio_remap(raw, core::ptr::null_mut()),
             Deferred::RemappedCompleteInWork => {
                 if T::HAS_IO_DONE {

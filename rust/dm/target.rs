@@ -751,7 +751,17 @@ impl<T: Target> Adapter<T> {
     pub unsafe fn map(ti: *mut bindings::dm_target, bio: *mut bindings::bio) -> c_int {
         // SAFETY: the target is constructed (see `Adapter`) and the bio is ours until remapped.
         let (ti, bio) = unsafe { (Ti::<T>::from_raw(ti), Bio::from_raw(bio)) };
-        (match ti.holder().target.map(ti, bio) {
+        let result = ti.holder().target.map(ti, bio);
+        let hooked = T::HAS_IO_DONE && matches!(result, MapResult::RemappedCompleteInWork);
+        (match result {
+            // The tags would go to a device that does not expect them, and no hook would put
+            // them back for the bio's owner (see `io::hook`).
+            MapResult::Remapped | MapResult::RemappedCompleteInWork
+                if !hooked && io::payload_would_go_down::<T>(bio) =>
+            {
+                pr_err!("dm-rust: a bio with tags remapped without io_done: failed\n");
+                bindings::DM_MAPIO_KILL
+            }
             MapResult::Remapped => bindings::DM_MAPIO_REMAPPED,
             MapResult::Kill => bindings::DM_MAPIO_KILL,
             MapResult::Requeue => bindings::DM_MAPIO_REQUEUE,

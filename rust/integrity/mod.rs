@@ -47,9 +47,16 @@
 //! does ([`format`]: the superblock and the whole journal computed by the pure code, written
 //! once every check passed), so that `integritysetup format` works with ours.
 //!
+//! Without `internal_hash` the tags belong to the layer above (dm-crypt's authenticated
+//! encryption, LUKS2 `--integrity`): the mapped device gets an integrity profile of `tag_size`
+//! bytes per block, a write's tags come from its integrity payload and are stored as ours
+//! would be (zeroes in mode `J` for a write without one, nothing in mode `D`), a read's tags
+//! are copied into its payload before it goes down, and nothing is checked here, as
+//! dm-integrity does.
+//!
 //! What is not implemented is refused with a message naming it, before anything is written:
-//! mode `R` without a superblock, `meta_device`, `journal_crypt`, `journal_mac`, tags for the
-//! layer above (no `internal_hash`), `allow_discards_keyed`.
+//! mode `R` without a superblock, `meta_device`, `journal_crypt`, `journal_mac`,
+//! `allow_discards_keyed`.
 
 // Targets are safe Rust: all unsafe code lives in the abstraction (`rust/dm/`).
 #![deny(unsafe_code)]
@@ -200,12 +207,13 @@ struct JournalWriter {
 /// Longest sleep of a rate-limited worker before it looks at its stop flag again.
 const MAX_RATE_SLEEP_NS: u64 = 100_000_000;
 
-/// An integrity target (mode `D`, internal hash).
+/// An integrity target.
 #[pin_data]
 pub(crate) struct Integrity {
     /// The data device (which also holds the superblock and the tags).
     dev: Device,
-    tfm: Shash,
+    /// The internal hash; `None` when the tags are the layer above's (no `internal_hash`).
+    tfm: Option<Shash>,
     geo: Geometry,
     tag_size: usize,
     /// Sectors per block.
@@ -282,9 +290,6 @@ fn refuse_unimplemented(t: &IntegrityTable<'_>) -> Result<(), CtrError> {
     if t.journal_mac().is_some() {
         return e(c"journal_mac is not implemented in integrity-rs");
     }
-    if t.internal_hash().is_none() {
-        return e(c"Tags from the layer above (no internal_hash) are not implemented in integrity-rs");
-    }
     Ok(())
 }
 
@@ -338,7 +343,9 @@ impl Integrity {
         out: &mut [u8],
     ) -> Result {
         let mut digest = [0u8; MAX_DIGEST_SIZE];
-        let mut d = self.tfm.desc();
+        // Only called with an internal hash.
+        let tfm = self.tfm.as_ref().ok_or(EINVAL)?;
+        let mut d = tfm.desc();
         d.init()?;
         if let Some(salt) = &self.salt {
             d.update(salt)?;
@@ -346,7 +353,7 @@ impl Integrity {
         d.update(&sector.to_le_bytes())?;
         feed(&mut d)?;
         d.finup(&[], &mut digest)?;
-        let n = self.tfm.digest_size().min(self.tag_size);
+        let n = tfm.digest_size().min(self.tag_size);
         out[..n].copy_from_slice(&digest[..n]);
         out[n..self.tag_size].fill(0);
         Ok(())
@@ -724,11 +731,14 @@ impl Integrity {
                         .map_err(|_| "reading journal")?;
                     journal::restore_last_bytes(entry, log2_spb, &mut data);
                     tag[..ts].copy_from_slice(journal::entry_tag(entry, log2_spb, ts));
-                    self.tag(sector, |d| d.update(&data[..bb]), &mut computed)
-                        .map_err(|_| "computing tags")?;
-                    if computed[..ts] != tag[..ts] {
-                        self.mismatches.fetch_add(1, Ordering::Relaxed);
-                        return Err("tag mismatch when replaying journal");
+                    // The layer above's tags are its own to check.
+                    if self.tfm.is_some() {
+                        self.tag(sector, |d| d.update(&data[..bb]), &mut computed)
+                            .map_err(|_| "computing tags")?;
+                        if computed[..ts] != tag[..ts] {
+                            self.mismatches.fetch_add(1, Ordering::Relaxed);
+                            return Err("tag mismatch when replaying journal");
+                        }
                     }
                     let phys = self.geo.data_sector(sector).ok_or("journal entry")?;
                     self.dev.write_sync_fua(s, phys, &mut data, bb).map_err(|_| "copying from journal")?;
@@ -784,11 +794,23 @@ impl Integrity {
                 let o = k as usize * 512;
                 entries[o..o + 512].copy_from_slice(&sector_buf);
             }
+            if self.tfm.is_none() {
+                // The layer above's tags (zeroes for a write without them, as dm-integrity).
+                let t = &mut tags[..n as usize * ts];
+                match bio.integrity_size() {
+                    Some(_) => bio
+                        .copy_integrity_to((done as usize * ts) as u32, t)
+                        .map_err(|()| "reading the bio's tags")?,
+                    None => t.fill(0),
+                }
+            }
             for e in 0..n as usize {
                 let at = sector + ((done + e as u64) << log2_spb);
                 let block = &data[e * bb..(e + 1) * bb];
-                self.tag(at, |d| d.update(block), &mut tags[e * ts..(e + 1) * ts])
-                    .map_err(|_| "computing tags")?;
+                if self.tfm.is_some() {
+                    self.tag(at, |d| d.update(block), &mut tags[e * ts..(e + 1) * ts])
+                        .map_err(|_| "computing tags")?;
+                }
                 journal::write_entry(&shape, entries, e as u32, log2_spb, at, block, &tags[e * ts..(e + 1) * ts])
                     .ok_or("journal entry")?;
             }
@@ -878,6 +900,24 @@ impl Integrity {
                 Err(bindings::DM_RUST_BLK_STS_PROTECTION)
             }
             Err(_) => Err(bindings::DM_RUST_BLK_STS_IOERR),
+        }
+    }
+
+    /// Without an internal hash: stores a write's tags from its integrity payload, or copies a
+    /// read's tags into it, for the `sectors` from logical `sector` (within one interleave area).
+    fn external_tags(&self, s: &MaySleep<'_>, bio: &mut Bio, sector: u64, sectors: u64) -> Result<(), ()> {
+        let len = (sectors >> self.spb.trailing_zeros()) as usize * self.tag_size;
+        let mut tags = s.noio(|| KVec::from_elem(0u8, len, GFP_KERNEL)).map_err(|_| ())?;
+        match bio.op() {
+            Op::Write => {
+                bio.copy_integrity_to(0, &mut tags)?;
+                self.rw_tags(s, sector, &mut tags, true).map_err(|_| ())
+            }
+            Op::Read => {
+                self.rw_tags(s, sector, &mut tags, false).map_err(|_| ())?;
+                bio.copy_integrity_from(0, &tags)
+            }
+            _ => Ok(()),
         }
     }
 
@@ -1051,6 +1091,9 @@ impl Target for Integrity {
     // dm-integrity 1.15.0's features are what integritysetup looks at; those we refuse are
     // refused by name in the constructor.
     const VERSION: [u32; 3] = [1, 15, 0];
+    // As dm-integrity: alone in its table, and the mapped device's integrity profile is its own
+    // (the layer above's tags without an internal hash, none with one), not the data device's.
+    const FEATURES: u64 = (bindings::DM_TARGET_SINGLETON | bindings::DM_TARGET_INTEGRITY) as u64;
     const WORKQUEUE: Option<WorkqueueConfig> = Some(WorkqueueConfig {
         name: c"kintegrity-rs",
         flags: flags::MEM_RECLAIM | flags::PERCPU,
@@ -1069,10 +1112,15 @@ impl Target for Integrity {
         refuse_unimplemented(&t)?;
         let dev = ctx.get_device(t.dev())?;
         let spec = t.internal_hash();
-        let alg = spec.map(|a| a.alg()).unwrap_or_default();
-        let mut tfm = Shash::new(alg).map_err(|e| CtrError::new(e, c"Invalid internal hash"))?;
-        set_internal_hash_key(&mut tfm, spec)?;
-        let tag_size = t.check(Some(tfm.digest_size() as u32))?;
+        let tfm = match spec {
+            Some(a) => {
+                let mut tfm = Shash::new(a.alg()).map_err(|e| CtrError::new(e, c"Invalid internal hash"))?;
+                set_internal_hash_key(&mut tfm, spec)?;
+                Some(tfm)
+            }
+            None => None,
+        };
+        let tag_size = t.check(tfm.as_ref().map(|h| h.digest_size() as u32))?;
         // After dm-integrity's own checks, so that an unkeyed hash gets its message ("Keyed
         // discard can only be used with keyed internal hash").
         if t.discard_keyed() {
@@ -1256,6 +1304,18 @@ impl Target for Integrity {
         if self.failed.load(Ordering::Acquire) {
             return MapResult::Kill;
         }
+        // Tags from the layer above: exactly one per block, and only without an internal hash.
+        if let Some(size) = bio.integrity_size() {
+            if self.tfm.is_some() {
+                integrity_err!("Unexpected integrity data when using internal hash");
+                return MapResult::Kill;
+            }
+            let wanted = (bio.sectors() >> self.spb.trailing_zeros()) * self.tag_size as u64;
+            if u64::from(size) != wanted {
+                integrity_err!("Invalid integrity data size {}, expected {}", size, wanted);
+                return MapResult::Kill;
+            }
+        }
         match bio.op() {
             // Mode R is read-only: writes and discards fail, as dm-integrity's.
             Op::Write | Op::Discard if self.recovery => MapResult::Kill,
@@ -1331,6 +1391,15 @@ impl Target for Integrity {
                     Deferred::Complete(bindings::DM_RUST_BLK_STS_IOERR)
                 }
             };
+        } else if self.tfm.is_none() {
+            // The layer above's tags: a write's stored, a read's handed up before it goes down
+            // (its range is locked: no write changes them in between). Without a payload the
+            // tags are left as they are, as dm-integrity does.
+            if bio.integrity_size().is_some() && self.external_tags(s, bio, sector, sectors).is_err() {
+                integrity_err!("{}: error reading or writing tags", self.dev.name());
+                self.unlock_range(phys, sectors);
+                return Deferred::Complete(bindings::DM_RUST_BLK_STS_IOERR);
+            }
         } else if bio.op() == Op::Write {
             let ts = self.tag_size;
             let blocks = (sectors >> self.spb.trailing_zeros()) as usize;
@@ -1362,7 +1431,7 @@ impl Target for Integrity {
         if status == bindings::DM_RUST_BLK_STS_OK {
             match (io.op(), self.geo.logical_sector(phys)) {
                 (Op::Read, Some(sector)) => {
-                    if !self.recovery && self.read_is_checked(sector, sectors) {
+                    if self.tfm.is_some() && !self.recovery && self.read_is_checked(sector, sectors) {
                         if let Err(st) = self.verify_read(ti, io, sector, s) {
                             status = st;
                         }
@@ -1579,6 +1648,12 @@ impl Target for Integrity {
         if self.spb > 1 {
             limits.set_block_size(self.block_bytes());
         }
+        // As dm-integrity: without an internal hash the layer above supplies a tag per block.
+        if self.tfm.is_none() {
+            // The constructor refused tags over `MAX_TAG_SIZE` (255) bytes.
+            limits.set_integrity(self.tag_size as u8, self.block_shift() as u8);
+        }
+        limits.set_max_integrity_segments_unlimited();
         // As dm-integrity: discards in whole blocks.
         limits.set_discard_granularity(self.block_bytes());
     }

@@ -55,7 +55,7 @@ check-reference: lab
 	scripts/run-selftests.sh --impl=kernel
 
 bench: module
-	scripts/vm.sh bash -c 'scripts/bench.sh && scripts/bench-crypt.sh'
+	scripts/vm.sh bash -c 'scripts/bench.sh && scripts/bench-crypt.sh && scripts/bench-integrity.sh'
 
 # The debug flavour of the lab's kernel, and dm_rust.ko built against it (build/debug/dm_rust.ko).
 debug-module: lab

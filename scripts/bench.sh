@@ -49,10 +49,13 @@ verified_read() {
 	[ "$err" = 0 ] || { echo "fio error $err: $(head -n 3 "$work/fio.err")" >&2; return 1; }
 	! grep -qiE 'verify|bad (magic|header)|crc' "$work/fio.err" ||
 		{ echo "wrong data: $(head -n 3 "$work/fio.err")" >&2; return 1; }
-	case " $* " in *" --rw=read "*" --size="*)
-		local size=${*##*--size=}
-		size=${size%%M*}
-		[ "$kib" = $((size * 1024)) ] || { echo "read $kib KiB of $((size * 1024))" >&2; return 1; } ;;
+	# A sequential read must move the whole --size (in MiB).
+	local a size=
+	for a; do
+		case $a in --size=*M) size=${a#--size=} size=${size%M} ;; esac
+	done
+	case " $* " in *" --rw=read "*)
+		[ -n "$size" ] && [ "$kib" = $((size * 1024)) ] || { echo "read $kib KiB of ${size:-?} MiB" >&2; return 1; } ;;
 	esac
 	echo "$line"
 }

@@ -149,10 +149,10 @@ impl Bio {
     /// (a write's tags). `Err` if the bio has no integrity payload or it is shorter.
     pub fn copy_integrity_to(&self, offset: u32, dst: &mut [u8]) -> Result<(), ()> {
         let to = dst.as_mut_ptr();
-        // SAFETY: `copy_integrity` hands out `n` mapped bytes of the payload at `p`, and `at +
-        // n <= dst.len()`; `dst` is our memory and does not overlap the payload.
-        self.copy_integrity(offset, dst.len(), |p, at, n| unsafe {
-            bindings::memcpy(to.add(at).cast(), p.cast(), n);
+        self.copy_integrity(offset, dst.len(), |p, at, n| {
+            // SAFETY: `copy_integrity` hands out `n` mapped bytes of the payload at `p`, and
+            // `at + n <= dst.len()`; `dst` is our memory and does not overlap the payload.
+            unsafe { bindings::memcpy(to.add(at).cast(), p.cast(), n) };
         })
     }
 
@@ -161,11 +161,11 @@ impl Bio {
     /// payload or it is shorter.
     pub fn copy_integrity_from(&mut self, offset: u32, src: &[u8]) -> Result<(), ()> {
         let from = src.as_ptr();
-        // SAFETY: as in `copy_integrity_to`; the payload is the layer above's buffer for this
-        // bio's tags, which it does not look at before the bio completes (`&mut self`: the bio is
-        // not yet submitted).
-        self.copy_integrity(offset, src.len(), |p, at, n| unsafe {
-            bindings::memcpy(p.cast(), from.add(at).cast(), n);
+        self.copy_integrity(offset, src.len(), |p, at, n| {
+            // SAFETY: as in `copy_integrity_to`; the payload is the layer above's buffer for
+            // this bio's tags, which it does not look at before the bio completes (`&mut self`:
+            // the bio is not yet submitted).
+            unsafe { bindings::memcpy(p.cast(), from.add(at).cast(), n) };
         })
     }
 

@@ -1024,7 +1024,8 @@ upstream_integrity_off() {
 # of 32 bytes per 512; data written through dm-crypt on ours (mode J) reads back, the kernel's
 # dm-integrity under the same dm-crypt reads it and writes more, ours (mode D) reads that; a
 # changed ciphertext sector fails exactly that sector's read in dm-crypt's tag check; ext4 on
-# the stack survives fsck. Modes B and allow_discards need an internal hash and are refused.
+# the stack survives fsck. Modes B and allow_discards need an internal hash and are refused, and
+# the target must be alone in its table.
 test_tags_for_layer_above() {
 	local loop provided key ctable a b ct i mnt dm
 	modprobe dm-crypt || fail "no dm-crypt"
@@ -1037,6 +1038,9 @@ test_tags_for_layer_above() {
 		expect_table_refused rs_i "Bitmap mode can be only used with internal hash" "0 8 $INTEG $loop 0 32 B 0"
 		expect_table_refused rs_i "Discard can be only used with internal hash" \
 			"0 8 $INTEG $loop 0 32 J 1 allow_discards"
+		# Alone in its table, as dm-integrity (DM_TARGET_SINGLETON).
+		expect_table_refused rs_i "target type $INTEG must appear alone in table" \
+			"$(printf '0 8 %s %s 0 32 J 0\n8 8 linear %s 0' "$INTEG" "$loop" "$loop")"
 	fi
 	key=$(head -c 96 /dev/urandom | od -An -tx1 | tr -d ' \n')
 	ctable="0 $provided crypt capi:authenc(hmac(sha256),xts(aes))-plain64 $key 0 /dev/mapper/rs_i 0 1 integrity:32:aead"
